@@ -1,0 +1,164 @@
+"""Configuration of a LightNER adapter: the backbone it sits on, its label set, its prompts and its decoding."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from transformers import PretrainedConfig
+
+# Version of the adapter file layout. Bump it when the tensor names or shapes of `model.safetensors` change, and
+# teach `LightNerModel._upgrade_adapter_state` to read the older layouts.
+ADAPTER_FORMAT_VERSION = 1
+
+# The reference implementation's label words for the CoNLL-2003 tags (§4 of the spec).
+_CONLL_LABEL_WORDS = {"loc": "location", "per": "person", "org": "organization", "misc": "others"}
+
+# The backbone shape a checkpoint records, so that pairing an adapter with the wrong backbone fails loudly.
+BACKBONE_SHAPE_FIELDS = (
+    "encoder_layers",
+    "decoder_layers",
+    "encoder_attention_heads",
+    "decoder_attention_heads",
+    "d_model",
+    "vocab_size",
+)
+
+
+def default_label_words(entity_type: str) -> str:
+    """Label words for a type name, used when the user gives none.
+
+    The answer space scores a type by how well the decoder state matches its label words, so the words should be
+    natural language: `LOC` -> `location` (the reference's CoNLL words), `fromloc.city_name` -> `fromloc city name`,
+    `Restaurant_Name` -> `restaurant name`, `releaseYear` -> `release year`.
+    """
+    if entity_type.lower() in _CONLL_LABEL_WORDS:
+        return _CONLL_LABEL_WORDS[entity_type.lower()]
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", entity_type)
+    words = [word for word in re.split(r"[\s_.\-/]+", spaced) if word]
+    if not words:
+        raise ValueError(f"entity type {entity_type!r} has no letters to derive label words from; give them explicitly")
+    return " ".join(words).lower()
+
+
+class LightNerConfig(PretrainedConfig):
+    r"""
+    Everything needed to rebuild a LightNER adapter on its backbone.
+
+    A LightNER checkpoint holds only prompts and label-word weights; the config is what makes it self-describing: the
+    backbone it was trained on (and that backbone's shape, checked at load time), its entity types with their label
+    words in index order, and the decoding defaults.
+
+    Args:
+        backbone (`str`):
+            Hub id or local path of the BART backbone.
+        entity_types (`list[str]`):
+            Entity type names in index order (type `t` is decoder index `2 + t`).
+        label_words (`list[str]` or `dict[str, str]`, *optional*):
+            Label words per type. Defaults to `default_label_words(type)` for each type.
+        prompt_length (`int`): Prompt slots per attention (L in the paper).
+        prompt_hidden_size (`int`): Width of the reparameterisation MLP used while training.
+        dropout (`float`): Dropout on the decoder state and on the score features while training.
+        freeze_backbone (`bool`): Train only prompts and label-word weights (LightNER) or everything (BARTNER).
+        max_length_a, max_length_b (`float`, `int`):
+            Output length limit `max_length_b + max_length_a * len(source pieces)`; the reference uses 0.6 for CoNLL
+            and 0.8 for the MIT corpora, with b = 10.
+        beam_width (`int`): Default number of beams for generation; 1 is greedy. (Not `num_beams`, which transformers
+            reserves for `GenerationConfig`.)
+        constrained_decoding (`bool`): Mask ill-formed continuations so that every output parses.
+        encoder_layers, decoder_layers, encoder_attention_heads, decoder_attention_heads, d_model, vocab_size:
+            The backbone's shape, filled in from the backbone when a model is created.
+    """
+
+    model_type = "lightner"
+
+    def __init__(
+        self,
+        backbone: str = "facebook/bart-large",
+        entity_types: Sequence[str] | None = None,
+        label_words: Sequence[str] | Mapping[str, str] | None = None,
+        prompt_length: int = 10,
+        prompt_hidden_size: int = 800,
+        dropout: float = 0.3,
+        freeze_backbone: bool = True,
+        max_length_a: float = 0.6,
+        max_length_b: int = 10,
+        beam_width: int = 1,
+        constrained_decoding: bool = True,
+        encoder_layers: int | None = None,
+        decoder_layers: int | None = None,
+        encoder_attention_heads: int | None = None,
+        decoder_attention_heads: int | None = None,
+        d_model: int | None = None,
+        vocab_size: int | None = None,
+        adapter_format_version: int = ADAPTER_FORMAT_VERSION,
+        **kwargs,
+    ):
+        self.backbone = backbone
+        self.entity_types = list(entity_types or [])
+        self.label_words = self._resolve_label_words(self.entity_types, label_words)
+        self.prompt_length = prompt_length
+        self.prompt_hidden_size = prompt_hidden_size
+        self.dropout = dropout
+        self.freeze_backbone = freeze_backbone
+        self.max_length_a = max_length_a
+        self.max_length_b = max_length_b
+        self.beam_width = beam_width
+        self.constrained_decoding = constrained_decoding
+        self.encoder_layers = encoder_layers
+        self.decoder_layers = decoder_layers
+        self.encoder_attention_heads = encoder_attention_heads
+        self.decoder_attention_heads = decoder_attention_heads
+        self.d_model = d_model
+        self.vocab_size = vocab_size
+        self.adapter_format_version = adapter_format_version
+        super().__init__(**kwargs)
+        self._validate()
+
+    @staticmethod
+    def _resolve_label_words(
+        entity_types: list[str], label_words: Sequence[str] | Mapping[str, str] | None
+    ) -> list[str]:
+        if label_words is None:
+            return [default_label_words(name) for name in entity_types]
+        if isinstance(label_words, Mapping):
+            unknown = sorted(set(label_words) - set(entity_types))
+            if unknown:
+                raise ValueError(f"label_words names types that are not in entity_types: {unknown}")
+            return [label_words.get(name) or default_label_words(name) for name in entity_types]
+        label_words = list(label_words)
+        if len(label_words) != len(entity_types):
+            raise ValueError(
+                f"label_words has {len(label_words)} entries but entity_types has {len(entity_types)}; "
+                "give one label-word string per type, in the same order"
+            )
+        return label_words
+
+    def _validate(self) -> None:
+        if len(set(self.entity_types)) != len(self.entity_types):
+            raise ValueError(f"entity_types has duplicates: {self.entity_types}")
+        for name, words in zip(self.entity_types, self.label_words):
+            if not isinstance(words, str) or not words.strip():
+                raise ValueError(f"label words for entity type {name!r} are empty")
+        if self.prompt_length < 1:
+            raise ValueError(f"prompt_length must be at least 1, got {self.prompt_length}")
+        if self.adapter_format_version > ADAPTER_FORMAT_VERSION:
+            raise ValueError(
+                f"this adapter was saved with format version {self.adapter_format_version}, newer than the "
+                f"{ADAPTER_FORMAT_VERSION} this code reads; upgrade the lightner package"
+            )
+
+    @property
+    def num_types(self) -> int:
+        return len(self.entity_types)
+
+    @property
+    def backbone_shape(self) -> dict[str, int | None]:
+        return {field: getattr(self, field) for field in BACKBONE_SHAPE_FIELDS}
+
+    def max_output_length(self, source_length: int) -> int:
+        """Decoder steps allowed for a source of `source_length` pieces (the closing `</s>` included), as in the reference."""
+        return int(self.max_length_b + self.max_length_a * source_length)
+
+
+__all__ = ["LightNerConfig", "default_label_words", "ADAPTER_FORMAT_VERSION", "BACKBONE_SHAPE_FIELDS"]

@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny random BART backbones, a self-made tokenizer, and the path to ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DIR = Path(os.environ.get("LIGHTNER_SHARED_DIR", REPO_ROOT.parent / "shared"))
+SHARED_SKIP_REASON = (
+    f"needs the shared assets at {SHARED_DIR} (set LIGHTNER_SHARED_DIR to point elsewhere); "
+    "CI always has them"
+)
+
+
+def shared_path(*parts: str) -> Path:
+    """A path inside ../shared, skipping the calling test when it is absent."""
+    path = SHARED_DIR.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(SHARED_SKIP_REASON)
+    return path
+
+
+def byte_level_tokenizer():
+    """A BART-compatible byte-level BPE tokenizer small enough to build in a test.
+
+    Its vocabulary is the 256 byte symbols plus word-initial pieces for letters and digits (so that different words
+    get different first pieces, as with the real vocabulary), with BART's special-token ids: <s>=0, <pad>=1, </s>=2.
+    """
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import BartTokenizer
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for symbol in sorted(ByteLevel.alphabet()):
+        vocab[symbol] = len(vocab)
+    merges = []
+    for char in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789":
+        vocab["Ġ" + char] = len(vocab)
+        merges.append(("Ġ", char))
+    vocab["<mask>"] = len(vocab)
+    return BartTokenizer(vocab=vocab, merges=merges)
+
+
+def tiny_bart_config(vocab_size: int, **overrides):
+    from transformers import BartConfig
+
+    settings = dict(
+        vocab_size=vocab_size,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=3,
+        encoder_attention_heads=4,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=128,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_eos_token_id=2,
+    )
+    settings.update(overrides)
+    return BartConfig(**settings)
+
+
+def save_tiny_backbone(directory: Path, tokenizer=None, seed: int = 0, **overrides) -> Path:
+    """A random tiny BART and its tokenizer saved as a backbone folder, as `from_backbone` expects."""
+    import torch
+    from transformers import BartModel
+
+    tokenizer = tokenizer if tokenizer is not None else byte_level_tokenizer()
+    torch.manual_seed(seed)
+    BartModel(tiny_bart_config(len(tokenizer), **overrides)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> Path:
+    """Unequal encoder/decoder depths and head counts, so nothing may assume they match."""
+    return save_tiny_backbone(tmp_path_factory.mktemp("tiny-bart"))
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(shared_path("assets", "bart-large-tokenizer"))
