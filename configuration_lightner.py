@@ -37,7 +37,9 @@ def default_label_words(entity_type: str) -> str:
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", entity_type)
     words = [word for word in re.split(r"[\s_.\-/]+", spaced) if word]
     if not words:
-        raise ValueError(f"entity type {entity_type!r} has no letters to derive label words from; give them explicitly")
+        raise ValueError(
+            f"entity type {entity_type!r} has no letters to derive label words from; give them explicitly"
+        )
     return " ".join(words).lower()
 
 
@@ -157,7 +159,7 @@ class LightNerConfig(PretrainedConfig):
         return {field: getattr(self, field) for field in BACKBONE_SHAPE_FIELDS}
 
     def max_output_length(self, source_length: int) -> int:
-        """Decoder steps allowed for a source of `source_length` pieces (the closing `</s>` included), as in the reference."""
+        """Decoder steps allowed for `source_length` source pieces, `</s>` included (reference rule)."""
         return int(self.max_length_b + self.max_length_a * source_length)
 
 

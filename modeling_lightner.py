@@ -290,7 +290,7 @@ class PointerHead(nn.Module):
 
 @dataclass
 class LightNerOutput(ModelOutput):
-    """`logits[:, t]` scores `labels[:, t]` over the output index space (index `T + 2 + p` points at source position p)."""
+    """`logits[:, t]` scores `labels[:, t]` over the output index space (index `T + 2 + p` points at position p)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
@@ -434,7 +434,7 @@ class LightNerModel(LightNerPreTrainedModel):
             self.pointer_head.label_word_weights.copy_(state["pointer_head.label_word_weights"])
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """Write `config.json`, the adapter as `model.safetensors` and the tokenizer; the backbone stays where it is."""
+        """Write `config.json`, the adapter as `model.safetensors` and the tokenizer; never the backbone."""
         kwargs.setdefault("state_dict", self.adapter_state_dict())
         super().save_pretrained(save_directory, **kwargs)
         self.tokenizer.save_pretrained(save_directory)
@@ -473,7 +473,7 @@ class LightNerModel(LightNerPreTrainedModel):
         prompts: PromptKeyValues | None,
         cache: EncoderDecoderCache | None = None,
     ) -> torch.Tensor:
-        """Scores for the steps in `index_ids`, continuing `cache` when given (then `index_ids` holds only new steps)."""
+        """Scores for the steps in `index_ids`, continuing `cache` if given (then only new steps)."""
         decoder_out = self.backbone.decoder(
             input_ids=self.decoder_token_ids(index_ids, input_ids),
             encoder_hidden_states=encoder_hidden,
@@ -606,7 +606,9 @@ class LightNerModel(LightNerPreTrainedModel):
         for rows in _progress(batches, show_progress, "Predicting"):
             for row, entities in zip(rows, self._predict_batch([encoded[i] for i in rows], num_beams)):
                 words = sentences[non_empty[row]]
-                results[non_empty[row]] = [_entity_dict(entity, score, words, self.config) for entity, score in entities]
+                results[non_empty[row]] = [
+                    _entity_dict(entity, score, words, self.config) for entity, score in entities
+                ]
         self.train(was_training)
         return results
 
@@ -654,7 +656,9 @@ class _BeamSearch:
         self.num_beams, self.batch, self.constrained = num_beams, batch, constrained
         self.first_pointer = FIRST_TYPE_INDEX + model.config.num_types
         lengths = attention_mask.sum(-1)
-        limits = [max_length or model.config.max_output_length(int(n)) for n in lengths]
+        # The decoder has as many positions as the encoder: a longer output could not be written.
+        ceiling = model.backbone.config.max_position_embeddings
+        limits = [min(max_length or model.config.max_output_length(int(n)), ceiling) for n in lengths]
         self.max_length = torch.tensor(limits, device=device).repeat_interleave(num_beams)
         self.sequences = torch.full((rows, 1), START_INDEX, dtype=torch.long, device=device)
         self.log_probs = torch.zeros((rows, 0), device=device)
@@ -756,9 +760,9 @@ def load_backbone(name_or_path: str, dtype: torch.dtype | None = None) -> BartMo
         return BartModel.from_pretrained(name_or_path, dtype=dtype)
     except OSError as error:
         raise OSError(
-            f"could not load the backbone {name_or_path!r}: {error}\nIf this machine is offline, download the backbone "
-            "elsewhere (`huggingface-cli download facebook/bart-large`) and pass its local folder as the backbone "
-            "(`--backbone DIR`, `LightNerModel.from_backbone(DIR, ...)` or `from_pretrained(..., backbone=...)`)."
+            f"could not load the backbone {name_or_path!r}: {error}\nIf this machine is offline, download the "
+            "backbone elsewhere (`huggingface-cli download facebook/bart-large`) and pass its local folder as "
+            "the backbone (`--backbone DIR`, `LightNerModel.from_backbone(DIR, ...)` or `from_pretrained(..., backbone=...)`)."
         ) from error
 
 
@@ -777,7 +781,9 @@ def read_adapter_file(path: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable safetensors adapter file (truncated or corrupted?): {error}") from error
+        raise ValueError(
+            f"{path} is not a readable safetensors adapter file (truncated or corrupted?): {error}"
+        ) from error
 
 
 def _fill_and_check_backbone_shape(config: LightNerConfig, backbone: BartModel) -> None:

@@ -170,7 +170,7 @@ def decode_indices(indices: Sequence[int], encoded: EncodedSentence, num_types: 
 def collate(
     encoded: Sequence[EncodedSentence], pad_token_id: int, targets: Sequence[Sequence[int]] | None = None
 ) -> dict[str, torch.Tensor]:
-    """Pad a batch on the right. `labels` is each target after its leading 0, padded with -100 (ignored by the loss)."""
+    """Pad a batch on the right; `labels` is each target after its leading 0, padded with -100."""
     width = max(len(sentence.input_ids) for sentence in encoded)
     input_ids = torch.full((len(encoded), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)

@@ -10,8 +10,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = Path(os.environ.get("LIGHTNER_SHARED_DIR", REPO_ROOT.parent / "shared"))
 SHARED_SKIP_REASON = (
-    f"needs the shared assets at {SHARED_DIR} (set LIGHTNER_SHARED_DIR to point elsewhere); "
-    "CI always has them"
+    f"needs the shared assets at {SHARED_DIR} (set LIGHTNER_SHARED_DIR to point elsewhere); CI always has them"
 )
 
 
