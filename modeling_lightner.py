@@ -762,7 +762,8 @@ def load_backbone(name_or_path: str, dtype: torch.dtype | None = None) -> BartMo
         raise OSError(
             f"could not load the backbone {name_or_path!r}: {error}\nIf this machine is offline, download the "
             "backbone elsewhere (`huggingface-cli download facebook/bart-large`) and pass its local folder as "
-            "the backbone (`--backbone DIR`, `LightNerModel.from_backbone(DIR, ...)` or `from_pretrained(..., backbone=...)`)."
+            "the backbone (`--backbone DIR`, `LightNerModel.from_backbone(DIR, ...)` or "
+            "`from_pretrained(..., backbone=...)`)."
         ) from error
 
 
