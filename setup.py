@@ -22,7 +22,7 @@ setup(
         "safetensors>=0.8",
         "accelerate>=1.1",
         "evaluate>=0.4.3",
-        "datasets>=3.0",
+        "datasets>=4.0",
         "tqdm>=4.66",
     ],
     extras_require={

@@ -51,6 +51,10 @@ def test_label_words_default_and_override():
     ]
     assert default_label_words("fromloc.city_name") == "fromloc city name"
     assert default_label_words("Restaurant_Name") == "restaurant name"
+    assert default_label_words("releaseYear") == "release year"
+    assert default_label_words("round-trip") == "round trip"
+    with pytest.raises(ValueError, match="no letters"):
+        default_label_words("_.-")
     config = LightNerConfig(entity_types=["LOC", "X"], label_words={"X": "thing"})
     assert config.label_words == ["location", "thing"]
     with pytest.raises(ValueError, match="not in entity_types"):

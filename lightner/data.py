@@ -1,0 +1,426 @@
+"""Reading, writing and sampling NER data as sentences with word-level entity spans.
+
+Everything is converted to one small data model, `Sentence` (words plus `Span`s with exclusive ends), so that the
+model, the metrics and the k-shot sampler never deal with tag schemes, file formats or Hugging Face feature types.
+Readers are strict: malformed input raises `DataFormatError` naming the file and line rather than being guessed at,
+because a silently dropped entity shows up much later as an unexplained F1 drop.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+
+class Span(NamedTuple):
+    """An entity mention: word offsets `[start, end)` and its type."""
+
+    start: int
+    end: int
+    type: str
+
+
+@dataclass
+class Sentence:
+    """A tokenized sentence and its entities, kept sorted by `(start, end)` so that equal sentences compare equal."""
+
+    words: list[str]
+    entities: list[Span] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.entities = sorted(Span(*entity) for entity in self.entities)
+        for span in self.entities:
+            if not 0 <= span.start < span.end <= len(self.words):
+                raise ValueError(f"entity {tuple(span)} is not a span with 0 <= start < end <= {len(self.words)}")
+
+
+class DataFormatError(ValueError):
+    """Malformed input data; the message names the source (a file, or a dataset row) and the 1-based line if known.
+
+    The parts are kept as `args` (and attributes) so that the error survives pickling, e.g. across worker processes.
+    """
+
+    def __init__(self, source: str | PathLike, line: int | None, problem: str):
+        super().__init__(str(source), line, problem)
+        self.source, self.line, self.problem = str(source), line, problem
+
+    def __str__(self) -> str:
+        location = self.source if self.line is None else f"{self.source}:{self.line}"
+        return f"{location}: {self.problem}"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tag schemes
+# --------------------------------------------------------------------------------------------------------------------
+
+# One decoder (seqeval's rules, see `spans_from_tags`) reads IOB1, IOB2 and BIOES alike, so a scheme only says which
+# prefixes are legal; "auto" accepts them all.
+_SCHEME_PREFIXES = {
+    "auto": ("B", "I", "E", "S"),
+    "iob1": ("B", "I"),
+    "iob2": ("B", "I"),
+    "bio": ("B", "I"),
+    "bioes": ("B", "I", "E", "S"),
+    "iobes": ("B", "I", "E", "S"),
+}
+
+
+def _scheme_prefixes(scheme: str) -> tuple[str, ...]:
+    try:
+        return _SCHEME_PREFIXES[scheme.lower()]
+    except KeyError:
+        raise ValueError(f"unknown tag scheme {scheme!r}; expected one of {sorted(_SCHEME_PREFIXES)}") from None
+
+
+def _parse_tag(tag: str, prefixes: tuple[str, ...]) -> tuple[str, str]:
+    """Split a tag into `(prefix, type)`, `("O", "")` for outside; anything else is an error, not a guess."""
+    if tag == "O":
+        return "O", ""
+    prefix, dash, entity_type = tag.partition("-")
+    if prefix not in prefixes or not dash or not entity_type:
+        expected = ", ".join(f"{p}-<type>" for p in prefixes)
+        raise ValueError(f"invalid tag {tag!r}: expected O or {expected}")
+    return prefix, entity_type
+
+
+def _decode(tags: Sequence[tuple[str, str]]) -> list[Span]:
+    """Spans of parsed tags: a token continues the open entity only if it is I-/E- after B-/I- of the same type.
+
+    Every other non-O token starts a new entity. This is exactly seqeval's default (non-strict) `get_entities`, so an
+    orphan I-X (after O, another type, E- or S-) starts an entity as it does there, and IOB1 decodes correctly.
+    """
+    spans = []
+    start = None
+    previous_prefix, previous_type = "O", ""
+    for index, (prefix, entity_type) in enumerate(tags):
+        continues = previous_prefix in ("B", "I") and prefix in ("I", "E") and entity_type == previous_type
+        if not continues:
+            if start is not None:
+                spans.append(Span(start, index, previous_type))
+            start = None if prefix == "O" else index
+        previous_prefix, previous_type = prefix, entity_type
+    if start is not None:
+        spans.append(Span(start, len(tags), previous_type))
+    return spans
+
+
+def spans_from_tags(tags: Sequence[str], *, scheme: str = "auto") -> list[Span]:
+    """Entity spans of one sentence's tags, decoded as seqeval's default mode does (an orphan I-X starts an entity).
+
+    `scheme` ("IOB1", "IOB2"/"BIO", "BIOES"/"IOBES" or "auto") only restricts which prefixes are accepted: the same
+    rules decode all three schemes, so "auto" needs no detection and accepts B-, I-, E- and S-.
+    """
+    prefixes = _scheme_prefixes(scheme)
+    parsed = []
+    for index, tag in enumerate(tags):
+        try:
+            parsed.append(_parse_tag(tag, prefixes))
+        except ValueError as error:
+            raise ValueError(f"tag {index}: {error}") from None
+    return _decode(parsed)
+
+
+def tags_from_spans(spans: Iterable[Span], length: int, *, scheme: str = "IOB2") -> list[str]:
+    """Tags for `length` words in IOB1, IOB2 (BIO) or BIOES; overlapping spans cannot be tagged, so they raise."""
+    scheme = scheme.lower()
+    if scheme not in _SCHEME_PREFIXES or scheme == "auto":
+        raise ValueError(f"cannot write tags in scheme {scheme!r}; expected IOB1, IOB2, BIO, BIOES or IOBES")
+    tags = ["O"] * length
+    previous = Span(-1, 0, "")
+    for span in sorted(Span(*span) for span in spans):
+        start, end, entity_type = span
+        if not 0 <= start < end <= length:
+            raise ValueError(f"entity {tuple(span)} is not a span with 0 <= start < end <= {length}")
+        if start < previous.end:
+            raise ValueError(f"entities {tuple(previous)} and {tuple(span)} overlap and cannot be written as tags")
+        tags[start:end] = [f"I-{entity_type}"] * (end - start)
+        if scheme in ("bioes", "iobes"):
+            tags[start] = f"S-{entity_type}" if end - start == 1 else f"B-{entity_type}"
+            if end - start > 1:
+                tags[end - 1] = f"E-{entity_type}"
+        elif scheme != "iob1" or (start == previous.end and entity_type == previous.type):
+            # IOB1 only uses B- to separate an entity from an adjacent one of the same type.
+            tags[start] = f"B-{entity_type}"
+        previous = span
+    return tags
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _read_text(path: Path) -> str:
+    """The file as text, failing with the line of the first undecodable byte so that the file can be fixed."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataFormatError(
+            path, line, f"not valid UTF-8 (byte 0x{data[error.start]:02x}); convert the file to UTF-8"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _split_columns(line: str) -> list[str]:
+    """Columns of a CoNLL line: tab-separated if it has a tab (words may then hold spaces), else space-separated.
+
+    Carriage returns are dropped wherever they are: the files have CRLF endings and some have stray CRs.
+    """
+    line = line.replace("\r", "").strip(" \t")
+    if not line:
+        return []
+    separator = "\t" if "\t" in line else " "
+    return [column.strip(" ") for column in line.split(separator) if column.strip(" ")]
+
+
+def _conll_blocks(text: str) -> Iterator[list[tuple[int, list[str]]]]:
+    """Each sentence as `(line number, columns)` pairs; blank and -DOCSTART- lines end a sentence.
+
+    The text is split on "\\n" only: `str.splitlines` would also break lines at a stray CR (and at other Unicode
+    line separators), cutting sentences in two.
+    """
+    block = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        columns = _split_columns(line)
+        if columns and columns[0] != "-DOCSTART-":
+            block.append((number, columns))
+        elif block:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def read_conll(path: str | PathLike, *, scheme: str = "auto") -> list[Sentence]:
+    """Sentences of a CoNLL-style column file: the word in the first column, its tag in the last.
+
+    Columns are tab- or space-separated; blank lines and `-DOCSTART-` lines end a sentence; CRLF line endings, stray
+    CRs and a UTF-8 byte-order mark are tolerated; sentences without entities are kept. Tags may be IOB1, IOB2 (BIO)
+    or BIOES (see `spans_from_tags`): an orphan `I-X`, one that follows neither `B-X` nor `I-X`, starts a new entity,
+    as in seqeval's default (non-strict) mode. A line with a single column, an invalid tag (or one outside an explicit
+    `scheme`), undecodable bytes or a file without sentences raise `DataFormatError` naming the file and line.
+    """
+    path = Path(path)
+    prefixes = _scheme_prefixes(scheme)
+    sentences = []
+    for block in _conll_blocks(_read_text(path)):
+        tags = []
+        for number, columns in block:
+            if len(columns) < 2:
+                raise DataFormatError(path, number, f"expected a word and a tag, found a single column {columns[0]!r}")
+            try:
+                tags.append(_parse_tag(columns[-1], prefixes))
+            except ValueError as error:
+                raise DataFormatError(path, number, str(error)) from None
+        sentences.append(Sentence([columns[0] for _, columns in block], _decode(tags)))
+    if not sentences:
+        raise DataFormatError(path, None, "no sentences found")
+    return sentences
+
+
+def write_conll(sentences: Iterable[Sentence], path: str | PathLike, *, scheme: str = "IOB2") -> None:
+    """Write `word<TAB>tag` lines with a blank line after each sentence, readable back by `read_conll`."""
+    lines = []
+    for sentence in sentences:
+        if not sentence.words:
+            raise ValueError("a sentence without words cannot be written to a CoNLL file")
+        for word, tag in zip(sentence.words, tags_from_spans(sentence.entities, len(sentence.words), scheme=scheme)):
+            if not word.strip(" ") or any(char in word for char in "\t\r\n"):
+                raise ValueError(f"word {word!r} cannot be written to a CoNLL file")
+            lines.append(f"{word}\t{tag}\n")
+        lines.append("\n")
+    Path(path).write_text("".join(lines), encoding="utf-8", newline="")
+
+
+def _span_from_json(entity: Any) -> Span:
+    if not isinstance(entity, dict) or not {"start", "end", "type"} <= entity.keys():
+        raise TypeError(f'each entity must be an object with "start", "end" and "type", got {entity!r}')
+    start, end, entity_type = entity["start"], entity["end"], entity["type"]
+    # `bool` is a subclass of `int`, but `true` is no offset.
+    if type(start) is not int or type(end) is not int:
+        raise TypeError(f"entity offsets must be integers, got {entity!r}")
+    if not isinstance(entity_type, str) or not entity_type:
+        raise TypeError(f"entity type must be a non-empty string, got {entity!r}")
+    return Span(start, end, entity_type)
+
+
+def _sentence_from_json(record: Any) -> Sentence:
+    if not isinstance(record, dict):
+        raise TypeError(f"expected a JSON object, got {type(record).__name__}")
+    for key in ("tokens", "entities"):
+        if key not in record:
+            raise ValueError(f"missing key {key!r}")
+    tokens, entities = record["tokens"], record["entities"]
+    if not isinstance(tokens, list):
+        raise TypeError(f'"tokens" must be a list, got {type(tokens).__name__}')
+    for index, token in enumerate(tokens):
+        if not isinstance(token, str):
+            raise TypeError(f"token {index} must be a string, got {token!r}")
+    if not isinstance(entities, list):
+        raise TypeError(f'"entities" must be a list, got {type(entities).__name__}')
+    return Sentence(tokens, [_span_from_json(entity) for entity in entities])
+
+
+def read_jsonl(path: str | PathLike) -> list[Sentence]:
+    """Sentences of a JSON Lines file, one `{"tokens": [...], "entities": [{"start", "end", "type"}]}` per line.
+
+    Offsets are word offsets with an exclusive end. Blank lines are skipped; anything malformed (bad JSON, a missing
+    key, a non-string token, offsets out of range) raises `DataFormatError` naming the file and line.
+    """
+    path = Path(path)
+    sentences = []
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            sentences.append(_sentence_from_json(json.loads(line)))
+        except json.JSONDecodeError as error:
+            raise DataFormatError(path, number, f"invalid JSON: {error.msg} (column {error.colno})") from None
+        except (TypeError, ValueError) as error:
+            raise DataFormatError(path, number, str(error)) from None
+    if not sentences:
+        raise DataFormatError(path, None, "no sentences found")
+    return sentences
+
+
+def write_jsonl(sentences: Iterable[Sentence], path: str | PathLike) -> None:
+    """Write one JSON object per sentence in the format `read_jsonl` reads."""
+    with Path(path).open("w", encoding="utf-8", newline="\n") as file:
+        for sentence in sentences:
+            record = {"tokens": sentence.words, "entities": [span._asdict() for span in sentence.entities]}
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def load_sentences(path: str | PathLike) -> list[Sentence]:
+    """Read `.jsonl`/`.json` files as JSON Lines and anything else as a CoNLL column file."""
+    if Path(path).suffix.lower() in (".jsonl", ".json"):
+        return read_jsonl(path)
+    return read_conll(path)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Hugging Face datasets
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def from_hf_dataset(dataset: Dataset, tokens_column: str = "tokens", tags_column: str = "ner_tags") -> list[Sentence]:
+    """Sentences of a `datasets.Dataset` whose tag column is a sequence of `ClassLabel` with IOB1/IOB2/BIOES names."""
+    from datasets import ClassLabel
+
+    missing = [column for column in (tokens_column, tags_column) if column not in dataset.features]
+    if missing:
+        raise ValueError(f"the dataset has no column {missing[0]!r}; its columns are {list(dataset.features)}")
+    label = getattr(dataset.features[tags_column], "feature", None)
+    if not isinstance(label, ClassLabel):
+        raise TypeError(
+            f"column {tags_column!r} must be a sequence of ClassLabel, got {dataset.features[tags_column]}"
+        )
+    try:
+        label_tags = [_parse_tag(name, _scheme_prefixes("auto")) for name in label.names]
+    except ValueError as error:
+        raise DataFormatError(f"ClassLabel names of column {tags_column!r}", None, str(error)) from None
+
+    sentences = []
+    for row, (words, label_ids) in enumerate(zip(dataset[tokens_column], dataset[tags_column])):
+        if len(words) != len(label_ids):
+            raise DataFormatError(f"dataset row {row}", None, f"{len(words)} tokens but {len(label_ids)} tags")
+        for label_id in label_ids:
+            # A negative id (ClassLabel's "no label" is -1) would silently index from the end of the names.
+            if not 0 <= label_id < len(label_tags):
+                raise DataFormatError(f"dataset row {row}", None, f"tag id {label_id} is not a {tags_column!r} label")
+        sentences.append(Sentence(list(words), _decode([label_tags[label_id] for label_id in label_ids])))
+    return sentences
+
+
+def to_hf_dataset(sentences: Sequence[Sentence], *, types: Sequence[str] | None = None) -> Dataset:
+    """A `datasets.Dataset` with `tokens` and IOB2 `ner_tags` (a sequence of `ClassLabel`).
+
+    The label names are `O` then `B-`/`I-` per type, in the order of `types` (default: `entity_types(sentences)`);
+    pass `types` to give several splits the same label ids.
+    """
+    from datasets import ClassLabel, Dataset, Features, List, Value
+
+    types = entity_types(sentences) if types is None else list(types)
+    unknown = [name for name in entity_types(sentences) if name not in types]
+    if unknown:
+        raise ValueError(f"the sentences have entity types missing from `types`: {unknown}")
+    names = ["O"] + [f"{prefix}-{name}" for name in types for prefix in ("B", "I")]
+    features = Features({"tokens": List(Value("string")), "ner_tags": List(ClassLabel(names=names))})
+    columns = {
+        "tokens": [sentence.words for sentence in sentences],
+        "ner_tags": [tags_from_spans(sentence.entities, len(sentence.words)) for sentence in sentences],
+    }
+    return Dataset.from_dict(columns, features=features)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Entity types and few-shot sampling
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def entity_types(sentences: Iterable[Sentence]) -> list[str]:
+    """The entity types present, in order of first appearance, so that label ids do not depend on set ordering."""
+    return list(dict.fromkeys(span.type for sentence in sentences for span in sentence.entities))
+
+
+def sample_k_shot(sentences: Sequence[Sentence], k: int, seed: int) -> list[Sentence]:
+    """A support set with at least `k` mentions of every type (all of them for a type with fewer), by greedy sampling.
+
+    Greedy sampling as used in few-shot NER since Yang & Katiyar (2020, "Simple and Effective Few-Shot Named Entity
+    Recognition with Structured Nearest Neighbor Learning"): visit the sentences in an order shuffled with `seed`,
+    keep a sentence if one of its types still has fewer than `k` mentions, then drop every kept sentence whose removal
+    leaves all types at `k` or more, since early picks are often made redundant by later ones. Sentences without
+    entities are never picked. The result is in corpus order and depends only on `sentences`, `k` and `seed`.
+
+    A type in an entity-dense corpus usually ends up with more than `k` mentions. The LightNER paper's own k-shot
+    files were not made this way and are not reproducible with it (e.g. `mit-movie/10-shot-train.txt` has 51
+    sentences and types with only 3 mentions).
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    mentions = [Counter(span.type for span in sentence.entities) for sentence in sentences]
+    available = Counter(span.type for sentence in sentences for span in sentence.entities)
+    target = {name: min(k, count) for name, count in available.items()}
+
+    order = list(range(len(sentences)))
+    random.Random(seed).shuffle(order)
+    chosen = []
+    counts = Counter()
+    for index in order:
+        if any(counts[name] < target[name] for name in mentions[index]):
+            chosen.append(index)
+            counts.update(mentions[index])
+    for index in list(chosen):
+        if all(counts[name] - count >= target[name] for name, count in mentions[index].items()):
+            chosen.remove(index)
+            counts.subtract(mentions[index])
+    return [sentences[index] for index in sorted(chosen)]
+
+
+__all__ = [
+    "DataFormatError",
+    "Sentence",
+    "Span",
+    "entity_types",
+    "from_hf_dataset",
+    "load_sentences",
+    "read_conll",
+    "read_jsonl",
+    "sample_k_shot",
+    "spans_from_tags",
+    "tags_from_spans",
+    "to_hf_dataset",
+    "write_conll",
+    "write_jsonl",
+]
