@@ -8,6 +8,7 @@ attention, the pointer head that scores the output index space, the model, and g
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -237,14 +238,14 @@ AttentionMaskInterface.register(LIGHTNER_ATTENTION, sdpa_mask)
 
 
 class PointerHead(nn.Module):
-    """Scores every output index from the decoder state `h` (§4).
+    """A label set's side of the answer space (§4): each type is represented by its label words.
 
-    `</s>` by `h . E[</s>]`; type t by its label words, `sum_j softmax(alpha_t)_j h . E[l_j]`, so that types start from
-    what the pretrained vocabulary already knows; a pointer to source position p by `h . (H[p] + E[src[p]]) / 2`.
-    `alpha` (`label_word_weights`) is trainable, unlike in the reference where a precedence slip froze it.
+    A type's vector is `sum_j softmax(alpha_t)_j E[l_j]` over the pieces of its label words, so that types start from
+    what the pretrained vocabulary already knows. `alpha` (`label_word_weights`, padded to the longest label words) is
+    trainable, unlike in the reference where a precedence slip froze it.
     """
 
-    def __init__(self, config: LightNerConfig, label_word_ids: Sequence[Sequence[int]]):
+    def __init__(self, label_word_ids: Sequence[Sequence[int]]):
         super().__init__()
         width = max(len(ids) for ids in label_word_ids)
         ids = torch.zeros(len(label_word_ids), width, dtype=torch.long)
@@ -255,37 +256,119 @@ class PointerHead(nn.Module):
         self.register_buffer("label_word_ids", ids, persistent=False)
         self.register_buffer("label_word_mask", mask, persistent=False)
         self.label_word_weights = nn.Parameter(torch.empty(len(label_word_ids), width).uniform_(1.0, 2.5))
-        self.dropout = nn.Dropout(config.dropout)
 
     def type_embeddings(self, token_embeddings: torch.Tensor) -> torch.Tensor:
         weights = self.label_word_weights.masked_fill(~self.label_word_mask, float("-inf")).softmax(dim=-1)
         return torch.einsum("tp,tpd->td", weights.to(token_embeddings.dtype), token_embeddings[self.label_word_ids])
 
-    def forward(
-        self,
-        decoder_hidden: torch.Tensor,
-        encoder_hidden: torch.Tensor,
-        input_ids: torch.Tensor,
-        pointer_mask: torch.Tensor,
-        token_embeddings: torch.Tensor,
-        eos_token_id: int,
-    ) -> torch.Tensor:
-        """`[batch, steps, 2 + T + source length]` scores; `<s>` and invalid pointers are minus infinity."""
-        hidden = self.dropout(decoder_hidden)
-        eos = self.dropout(token_embeddings[eos_token_id])
-        types = self.dropout(self.type_embeddings(token_embeddings))
-        sources = self.dropout((encoder_hidden + token_embeddings[input_ids]) / 2)
-        start_scores = hidden.new_full((*hidden.shape[:2], 1), float("-inf"))
-        end_scores = hidden @ eos.unsqueeze(-1)
-        type_scores = hidden @ types.T
-        pointer_scores = torch.einsum("bsd,bpd->bsp", hidden, sources)
-        pointer_scores = pointer_scores.masked_fill(~pointer_mask[:, None, :], float("-inf"))
-        return torch.cat([start_scores, end_scores, type_scores, pointer_scores], dim=-1)
+
+def score_output_indices(
+    hidden: torch.Tensor,
+    end_embedding: torch.Tensor,
+    type_embeddings: torch.Tensor,
+    type_mask: torch.Tensor,
+    pointer_features: torch.Tensor,
+    pointer_mask: torch.Tensor,
+    dropout: float,
+    training: bool,
+) -> torch.Tensor:
+    """Scores of every output index from decoder states `hidden` `[batch, steps, d]`.
+
+    `</s>` by `h . E[</s>]`, type t by `h . type_t`, a pointer to source position p by `h . (H[p] + E[src[p]]) / 2`
+    (`pointer_features`). `type_embeddings` is `[batch or 1, T, d]`, so each example may use its own label set
+    (`type_mask` hides the padding of smaller ones). `<s>`, padded types and invalid pointers get minus infinity.
+    """
+    hidden, end_embedding, type_embeddings, pointer_features = (
+        nn.functional.dropout(t, p=dropout, training=training)
+        for t in (hidden, end_embedding, type_embeddings, pointer_features)
+    )
+    start_scores = hidden.new_full((*hidden.shape[:2], 1), float("-inf"))
+    end_scores = hidden @ end_embedding.unsqueeze(-1)
+    type_scores = torch.einsum("bsd,btd->bst", hidden, type_embeddings.expand(hidden.shape[0], -1, -1))
+    type_scores = type_scores.masked_fill(~type_mask[:, None, :], float("-inf"))
+    pointer_scores = torch.einsum("bsd,bpd->bsp", hidden, pointer_features)
+    pointer_scores = pointer_scores.masked_fill(~pointer_mask[:, None, :], float("-inf"))
+    return torch.cat([start_scores, end_scores, type_scores, pointer_scores], dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+class LightNerAdapter(nn.Module):
+    """One domain's trained part: its config (label set, prompt length), prompts and label-word weights.
+
+    `file_state` is exactly what `model.safetensors` holds; several adapters can share one backbone.
+    """
+
+    def __init__(self, config: LightNerConfig, tokenizer, reparameterize: bool):
+        super().__init__()
+        if config.num_types == 0:
+            raise ValueError("a LightNER adapter needs at least one entity type (config.entity_types is empty)")
+        self.config = config
+        self.prompt_encoder = PromptEncoder(config, reparameterize=reparameterize)
+        label_ids = label_word_token_ids(tokenizer, config.label_words)
+        self.pointer_head = PointerHead(label_ids)
+        decoder_inputs = [tokenizer.bos_token_id, tokenizer.eos_token_id] + [ids[0] for ids in label_ids]
+        # Decoder input token for output indices 0 (start), 1 (end) and each type: its first label-word piece.
+        self.register_buffer("index_token_ids", torch.tensor(decoder_inputs), persistent=False)
+
+    def file_state(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """The folded prompts and the label-word weights, under the names the adapter file uses."""
+        state = {f"prompt_encoder.prompts.{kind}": t.detach() for kind, t in self.prompt_encoder().items()}
+        state["pointer_head.label_word_weights"] = self.pointer_head.label_word_weights.detach()
+        return {name: tensor.to(dtype or tensor.dtype).contiguous() for name, tensor in state.items()}
+
+    def load_file_state(self, state: Mapping[str, torch.Tensor], source: str = "adapter") -> None:
+        """Load an adapter file's tensors, refusing missing, extra or misshapen ones by name."""
+        expected = {name: tuple(t.shape) for name, t in self.file_state().items()}
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or extra:
+            raise ValueError(f"{source} does not match this model: missing tensors {missing}, unexpected {extra}")
+        for name, shape in expected.items():
+            if tuple(state[name].shape) != shape:
+                raise ValueError(
+                    f"{source}: tensor {name} has shape {tuple(state[name].shape)}, expected {shape}; the adapter was "
+                    "saved for another label set or backbone shape"
+                )
+        self.prompt_encoder.fold()
+        with torch.no_grad():
+            for kind in ATTENTION_KINDS:
+                self.prompt_encoder.prompts[kind].copy_(state[f"prompt_encoder.prompts.{kind}"])
+            self.pointer_head.label_word_weights.copy_(state["pointer_head.label_word_weights"])
+
+
+@dataclass
+class AdapterBatch:
+    """The adapters of one batch, laid out per example: prompts, decoder inputs for fixed indices, and type vectors.
+
+    With one adapter every tensor has batch 1 and broadcasts. With several, the label sets are padded to the largest
+    (`num_types`), so pointers start at the same index `2 + num_types` in every row; `type_mask` hides the padding.
+    """
+
+    names: list[str]
+    prompts: PromptKeyValues
+    index_token_ids: torch.Tensor
+    type_embeddings: torch.Tensor
+    type_mask: torch.Tensor
+
+    @property
+    def num_types(self) -> int:
+        return self.type_mask.shape[1]
+
+    def select(self, rows: torch.Tensor) -> AdapterBatch:
+        """Rows for a new batch order (beam expansion); shared tensors need none."""
+        per_example = self.index_token_ids.shape[0] > 1
+        pick = (lambda t: t.index_select(0, rows)) if per_example else (lambda t: t)
+        names = [self.names[i] for i in rows.tolist()] if per_example else self.names
+        return AdapterBatch(
+            names,
+            self.prompts.select(rows),
+            pick(self.index_token_ids),
+            pick(self.type_embeddings),
+            pick(self.type_mask),
+        )
 
 
 @dataclass
@@ -301,11 +384,13 @@ class LightNerOutput(ModelOutput):
 class LightNerGenerationOutput(ModelOutput):
     """Best output per sentence: `sequences` are output indices after the leading 0, ending in `</s>` (1) and padded
     with 1; `token_log_probs` are the log-probabilities of those choices under the (constrained) decoding
-    distribution; `step_logits`, when asked for, are the raw scores at every step for every beam."""
+    distribution; `step_logits`, when asked for, are the raw scores at every step for every beam. In a batch mixing
+    adapters with different label sets, indices use the padded layout of `AdapterBatch` (`num_types`)."""
 
     sequences: torch.Tensor | None = None
     token_log_probs: torch.Tensor | None = None
     step_logits: tuple[torch.Tensor, ...] | None = None
+    num_types: int | None = None
 
 
 class LightNerPreTrainedModel(PreTrainedModel):
@@ -317,11 +402,16 @@ class LightNerPreTrainedModel(PreTrainedModel):
         """Adapter parameters are initialised where they are built; the backbone arrives pretrained."""
 
 
+DEFAULT_ADAPTER = "default"
+
+
 class LightNerModel(LightNerPreTrainedModel):
-    """A LightNER adapter on a BART backbone.
+    """LightNER adapters on a BART backbone.
 
     Build one with `from_backbone`, load one with `from_pretrained`, train it with any loop that calls `forward` with
-    `labels`, and run it with `predict` or `generate`. Only the adapter (prompts and label-word weights) is saved.
+    `labels`, and run it with `predict` or `generate`. Only adapters (prompts and label-word weights) are saved.
+    More adapters can join the same backbone (`load_adapter`, `add_adapter`), one of them active (`set_adapter`);
+    `model.config` is always the active adapter's config, and `predict` can mix adapters within one batch.
     """
 
     def __init__(
@@ -332,18 +422,13 @@ class LightNerModel(LightNerPreTrainedModel):
         reparameterize: bool = True,
     ):
         super().__init__(config)
-        if config.num_types == 0:
-            raise ValueError("a LightNER model needs at least one entity type (config.entity_types is empty)")
         self.backbone = backbone if backbone is not None else load_backbone(config.backbone)
         self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(config.backbone)
         _fill_and_check_backbone_shape(config, self.backbone)
         self.backbone.config._attn_implementation = LIGHTNER_ATTENTION
         self.backbone.requires_grad_(not config.freeze_backbone)
-        self.prompt_encoder = PromptEncoder(config, reparameterize=reparameterize)
-        label_ids = label_word_token_ids(self.tokenizer, config.label_words)
-        self.pointer_head = PointerHead(config, label_ids)
-        decoder_inputs = [self.tokenizer.bos_token_id, self.tokenizer.eos_token_id] + [ids[0] for ids in label_ids]
-        self.register_buffer("index_token_ids", torch.tensor(decoder_inputs), persistent=False)
+        self.adapters = nn.ModuleDict({DEFAULT_ADAPTER: LightNerAdapter(config, self.tokenizer, reparameterize)})
+        self.active_adapter = DEFAULT_ADAPTER
         self.heads = {
             "encoder_self": self.backbone.config.encoder_attention_heads,
             "decoder_self": self.backbone.config.decoder_attention_heads,
@@ -369,7 +454,7 @@ class LightNerModel(LightNerPreTrainedModel):
         if isinstance(entity_types, Mapping):
             config_overrides.setdefault("label_words", dict(entity_types))
         config = LightNerConfig(backbone=str(backbone), entity_types=list(entity_types), **config_overrides)
-        backbone_model = load_backbone(str(backbone), dtype=dtype)
+        backbone_model = load_backbone(str(backbone), dtype=dtype, share=config.freeze_backbone)
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(str(backbone))
         return cls(config, backbone=backbone_model, tokenizer=tokenizer, reparameterize=True)
 
@@ -386,77 +471,157 @@ class LightNerModel(LightNerPreTrainedModel):
     ) -> LightNerModel:
         """Load the backbone named in the adapter's config, then the adapter on top of it.
 
-        `backbone` and `tokenizer` may be given to share one backbone between several adapters. Hub arguments
-        (`revision`, `cache_dir`, `token`, `local_files_only`, ...) apply to the adapter repository.
+        A frozen backbone is shared: adapters loaded one after another in a process use the same backbone tensors
+        (pass `backbone=` to share one explicitly). Hub arguments (`revision`, `cache_dir`, `token`,
+        `local_files_only`, `subfolder`, ...) apply to the adapter repository.
         """
-        hub_kwargs = {
-            key: kwargs[key]
-            for key in ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder")
-            if key in kwargs
-        }
-        path = str(pretrained_model_name_or_path)
+        path, hub_kwargs = str(pretrained_model_name_or_path), _hub_kwargs(kwargs)
         if config is None:
-            config = LightNerConfig.from_pretrained(path, **hub_kwargs)
+            config = load_adapter_config(path, **hub_kwargs)
         if backbone is None:
-            backbone = load_backbone(config.backbone, dtype=dtype)
+            backbone = load_backbone(config.backbone, dtype=dtype, share=config.freeze_backbone)
         if tokenizer is None:
             tokenizer = load_tokenizer(path, fallback=config.backbone, **hub_kwargs)
         model = cls(config, backbone=backbone, tokenizer=tokenizer, reparameterize=False)
-        weights_file = cached_file(path, ADAPTER_WEIGHTS_NAME, **hub_kwargs)
-        model.load_adapter_state_dict(read_adapter_file(weights_file))
+        model.adapters[DEFAULT_ADAPTER].load_file_state(read_adapter_file(path, **hub_kwargs), source=path)
         if dtype is not None:
-            model.to(dtype)
+            model.adapters.to(dtype)
         return model.eval()
 
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        adapter: str | None = None,
+        adapter_dtype: torch.dtype | str | None = None,
+        **kwargs,
+    ) -> None:
+        """Write an adapter as a complete Hub repository: `config.json` (with `auto_map`), `model.safetensors`
+        (the adapter alone, optionally in fp16/bf16 to halve it), the code files remote code needs, the tokenizer
+        and a model card. Saves the active adapter unless `adapter` names another; never the backbone."""
+        name = adapter or self.active_adapter
+        dtype = getattr(torch, adapter_dtype) if isinstance(adapter_dtype, str) else adapter_dtype
+        previous = self.active_adapter
+        self.set_adapter(name)
+        try:
+            kwargs["state_dict"] = self.adapters[name].file_state(dtype)
+            super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self.set_adapter(previous)
+        self.tokenizer.save_pretrained(save_directory)
+        write_model_card(save_directory, self.adapters[name].config)
+
+    # --- several adapters on one backbone ----------------------------------------------------------------------------
+
+    def list_adapters(self) -> list[str]:
+        return list(self.adapters)
+
+    def set_adapter(self, name: str) -> None:
+        """Make `name` the adapter that `forward`, `predict`, `save_pretrained` and training use."""
+        self._check_adapter_names([name])
+        self.active_adapter = name
+        self.config = self.adapters[name].config
+
+    def add_adapter(self, name: str, entity_types: Sequence[str] | Mapping[str, str], **config_overrides) -> None:
+        """A fresh, trainable adapter on this model's backbone (for example a new domain)."""
+        if isinstance(entity_types, Mapping):
+            config_overrides.setdefault("label_words", dict(entity_types))
+        config = LightNerConfig(backbone=self.config.backbone, entity_types=list(entity_types), **config_overrides)
+        self._register_adapter(name, config, reparameterize=True)
+
+    def load_adapter(self, path_or_repo_id: str | os.PathLike, adapter_name: str, **kwargs) -> None:
+        """Load a saved adapter onto this model's backbone under `adapter_name` (the backbone is not loaded again)."""
+        path, hub_kwargs = str(path_or_repo_id), _hub_kwargs(kwargs)
+        adapter = self._register_adapter(adapter_name, load_adapter_config(path, **hub_kwargs), reparameterize=False)
+        try:
+            adapter.load_file_state(read_adapter_file(path, **hub_kwargs), source=path)
+        except Exception:
+            del self.adapters[adapter_name]
+            raise
+        adapter.eval()
+
+    def delete_adapter(self, name: str) -> None:
+        self._check_adapter_names([name])
+        if name == self.active_adapter:
+            raise ValueError(f"adapter {name!r} is active; set_adapter another one before deleting it")
+        del self.adapters[name]
+
+    def _register_adapter(self, name: str, config: LightNerConfig, reparameterize: bool) -> LightNerAdapter:
+        if name in self.adapters:
+            raise ValueError(f"an adapter named {name!r} is already loaded; delete_adapter it or choose another name")
+        _fill_and_check_backbone_shape(config, self.backbone)
+        reference = next(self.backbone.parameters())
+        adapter = LightNerAdapter(config, self.tokenizer, reparameterize).to(reference.device, reference.dtype)
+        self.adapters[name] = adapter
+        return adapter
+
+    def _check_adapter_names(self, names: Sequence[str]) -> None:
+        unknown = sorted(set(names) - set(self.adapters))
+        if unknown:
+            raise ValueError(f"no adapter named {unknown}; loaded adapters: {self.list_adapters()}")
+
+    @property
+    def prompt_encoder(self) -> PromptEncoder:
+        return self.adapters[self.active_adapter].prompt_encoder
+
+    @property
+    def pointer_head(self) -> PointerHead:
+        return self.adapters[self.active_adapter].pointer_head
+
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        """What an adapter file holds: the folded prompts and the label-word weights, never a backbone tensor."""
-        state = {f"prompt_encoder.prompts.{kind}": t.detach() for kind, t in self.prompt_encoder().items()}
-        state["pointer_head.label_word_weights"] = self.pointer_head.label_word_weights.detach()
-        return {name: tensor.contiguous() for name, tensor in state.items()}
+        """What the active adapter's file holds: folded prompts and label-word weights, never a backbone tensor."""
+        return self.adapters[self.active_adapter].file_state()
 
     def load_adapter_state_dict(self, state: Mapping[str, torch.Tensor], source: str = "adapter") -> None:
-        """Load folded prompts and label-word weights, refusing missing, extra or misshapen tensors by name."""
-        expected = {name: tuple(t.shape) for name, t in self.adapter_state_dict().items()}
-        missing = sorted(set(expected) - set(state))
-        extra = sorted(set(state) - set(expected))
-        if missing or extra:
-            raise ValueError(f"{source} does not match this model: missing tensors {missing}, unexpected {extra}")
-        for name, shape in expected.items():
-            if tuple(state[name].shape) != shape:
-                raise ValueError(
-                    f"{source}: tensor {name} has shape {tuple(state[name].shape)}, expected {shape}; the adapter was "
-                    "saved for another label set or backbone shape"
-                )
-        self.prompt_encoder.fold()
-        with torch.no_grad():
-            for kind in ATTENTION_KINDS:
-                self.prompt_encoder.prompts[kind].copy_(state[f"prompt_encoder.prompts.{kind}"])
-            self.pointer_head.label_word_weights.copy_(state["pointer_head.label_word_weights"])
-
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """Write `config.json`, the adapter as `model.safetensors` and the tokenizer; never the backbone."""
-        kwargs.setdefault("state_dict", self.adapter_state_dict())
-        super().save_pretrained(save_directory, **kwargs)
-        self.tokenizer.save_pretrained(save_directory)
+        """Load adapter-file tensors into the active adapter (for converters and cross-domain initialisation)."""
+        self.adapters[self.active_adapter].load_file_state(state, source)
 
     # --- forward -----------------------------------------------------------------------------------------------------
 
-    def prompt_key_values(self) -> PromptKeyValues:
-        """The adapter's prompts in the per-head layout the attention hook prepends (one copy for the whole batch)."""
-        return PromptKeyValues.from_prompts(self.prompt_encoder(), self.heads)
+    def adapter_batch(self, adapter_names: Sequence[str] | None = None) -> AdapterBatch:
+        """The per-example layout of the adapters a batch uses: the active one, or one name per example.
 
-    def encode(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompts: PromptKeyValues | None
-    ) -> torch.Tensor:
+        Mixed batches need adapters with the same prompt length (their prompts are stacked per example).
+        """
+        names = [self.active_adapter] if adapter_names is None else list(adapter_names)
+        self._check_adapter_names(names)
+        distinct = list(dict.fromkeys(names))
+        embeddings = self.backbone.get_input_embeddings().weight
+        per_adapter = {name: self._adapter_parts(self.adapters[name], embeddings) for name in distinct}
+        if len(distinct) == 1:
+            prompts, index_ids, types = per_adapter[distinct[0]]
+            mask = torch.ones(1, types.shape[0], dtype=torch.bool, device=types.device)
+            return AdapterBatch(
+                names[:1], PromptKeyValues.from_prompts(prompts, self.heads), index_ids[None], types[None], mask
+            )
+        lengths = {self.adapters[name].config.prompt_length for name in distinct}
+        if len(lengths) > 1:
+            raise ValueError(f"adapters {distinct} have different prompt lengths {sorted(lengths)}: batch them apart")
+        width = max(parts[2].shape[0] for parts in per_adapter.values())
+        rows = [per_adapter[name] for name in names]
+        prompts = {kind: torch.stack([row[0][kind] for row in rows]) for kind in ATTENTION_KINDS}
+        index_ids = torch.stack([_pad_rows(row[1], 2 + width, END_INDEX) for row in rows])
+        types = torch.stack([_pad_rows(row[2], width, 0.0) for row in rows])
+        mask = torch.stack([torch.arange(width, device=types.device) < row[2].shape[0] for row in rows])
+        return AdapterBatch(names, PromptKeyValues.from_prompts(prompts, self.heads), index_ids, types, mask)
+
+    @staticmethod
+    def _adapter_parts(adapter: LightNerAdapter, embeddings: torch.Tensor):
+        return adapter.prompt_encoder(), adapter.index_token_ids, adapter.pointer_head.type_embeddings(embeddings)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, adapters: AdapterBatch) -> torch.Tensor:
         return self.backbone.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, lightner_prompts=prompts
+            input_ids=input_ids, attention_mask=attention_mask, lightner_prompts=adapters.prompts
         ).last_hidden_state
 
-    def decoder_token_ids(self, index_ids: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    def decoder_token_ids(
+        self, index_ids: torch.Tensor, input_ids: torch.Tensor, adapters: AdapterBatch
+    ) -> torch.Tensor:
         """Decoder inputs for output indices (§3): `<s>`, `</s>`, a type's first label piece, or the pointed token."""
-        first_pointer = FIRST_TYPE_INDEX + self.config.num_types
+        first_pointer = FIRST_TYPE_INDEX + adapters.num_types
         pointed = input_ids.gather(1, (index_ids - first_pointer).clamp(min=0))
-        fixed = self.index_token_ids[index_ids.clamp(max=first_pointer - 1)]
+        fixed_index = index_ids.clamp(max=first_pointer - 1)
+        table = adapters.index_token_ids.expand(index_ids.shape[0], -1)
+        fixed = table.gather(1, fixed_index)
         return torch.where(index_ids >= first_pointer, pointed, fixed)
 
     def pointer_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -470,25 +635,28 @@ class LightNerModel(LightNerPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         encoder_hidden: torch.Tensor,
-        prompts: PromptKeyValues | None,
+        adapters: AdapterBatch,
         cache: EncoderDecoderCache | None = None,
     ) -> torch.Tensor:
         """Scores for the steps in `index_ids`, continuing `cache` if given (then only new steps)."""
         decoder_out = self.backbone.decoder(
-            input_ids=self.decoder_token_ids(index_ids, input_ids),
+            input_ids=self.decoder_token_ids(index_ids, input_ids, adapters),
             encoder_hidden_states=encoder_hidden,
             encoder_attention_mask=attention_mask,
             cache=cache,
             use_cache=cache is not None,
-            lightner_prompts=prompts,
+            lightner_prompts=adapters.prompts,
         )
-        return self.pointer_head(
+        embeddings = self.backbone.get_input_embeddings().weight
+        return score_output_indices(
             decoder_out.last_hidden_state,
-            encoder_hidden,
-            input_ids,
+            embeddings[self.tokenizer.eos_token_id],
+            adapters.type_embeddings,
+            adapters.type_mask,
+            (encoder_hidden + embeddings[input_ids]) / 2,
             self.pointer_mask(input_ids, attention_mask),
-            self.backbone.get_input_embeddings().weight,
-            self.tokenizer.eos_token_id,
+            self.config.dropout,
+            self.training,
         )
 
     def forward(
@@ -497,6 +665,7 @@ class LightNerModel(LightNerPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         decoder_index_ids: torch.Tensor | None = None,
+        adapter_names: Sequence[str] | None = None,
         prompt_key_values: PromptKeyValues | None = None,
         **kwargs,
     ) -> LightNerOutput:
@@ -505,7 +674,8 @@ class LightNerModel(LightNerPreTrainedModel):
         labels (`[batch, steps]`): the target index sequence after its leading 0, padded with -100.
         decoder_index_ids (`[batch, steps]`): decoder inputs as output indices; by default `labels` shifted right
             behind the start index 0 (teacher forcing).
-        prompt_key_values: prompts to use instead of this adapter's (per-example prompts, ablations).
+        adapter_names: one adapter name per example (default: the active adapter for all).
+        prompt_key_values: prompts to use instead of the adapters' (ablations, analysis).
         """
         if attention_mask is None:
             attention_mask = input_ids.ne(self.tokenizer.pad_token_id).long()
@@ -513,9 +683,11 @@ class LightNerModel(LightNerPreTrainedModel):
             if labels is None:
                 raise ValueError("forward needs `labels` or `decoder_index_ids` to know what the decoder reads")
             decoder_index_ids = shift_labels_right(labels)
-        prompts = prompt_key_values if prompt_key_values is not None else self.prompt_key_values()
-        encoder_hidden = self.encode(input_ids, attention_mask, prompts)
-        logits = self.decode(decoder_index_ids, input_ids, attention_mask, encoder_hidden, prompts)
+        adapters = self.adapter_batch(adapter_names)
+        if prompt_key_values is not None:
+            adapters.prompts = prompt_key_values
+        encoder_hidden = self.encode(input_ids, attention_mask, adapters)
+        logits = self.decode(decoder_index_ids, input_ids, attention_mask, encoder_hidden, adapters)
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=LABEL_PAD)
@@ -534,7 +706,7 @@ class LightNerModel(LightNerPreTrainedModel):
         constrained: bool | None = None,
         use_cache: bool = True,
         output_step_logits: bool = False,
-        prompt_key_values: PromptKeyValues | None = None,
+        adapter_names: Sequence[str] | None = None,
     ) -> LightNerGenerationOutput:
         """Beam search over output indices (greedy is one beam).
 
@@ -549,7 +721,7 @@ class LightNerModel(LightNerPreTrainedModel):
         `word_starts` (from `encode_sentences`). Finished hypotheses keep writing `</s>` at no cost; a hypothesis's
         score is the sum of its token log-probabilities.
 
-        `max_length` defaults to the config's rule `b + a * source length` per sentence.
+        `max_length` defaults to each adapter's rule `b + a * source length`, capped at the decoder's positions.
         """
         num_beams = num_beams or self.config.beam_width
         constrained = self.config.constrained_decoding if constrained is None else constrained
@@ -557,18 +729,30 @@ class LightNerModel(LightNerPreTrainedModel):
             raise ValueError("constrained decoding needs `word_starts` for each sentence (see encode_sentences)")
         if attention_mask is None:
             attention_mask = input_ids.ne(self.tokenizer.pad_token_id).long()
-        batch = input_ids.shape[0]
-        prompts = prompt_key_values if prompt_key_values is not None else self.prompt_key_values()
-        encoder_hidden = self.encode(input_ids, attention_mask, prompts)
-        beam_rows = torch.arange(batch, device=input_ids.device).repeat_interleave(num_beams)
-        search = _BeamSearch(self, input_ids, attention_mask, word_starts, num_beams, max_length, constrained)
-        input_ids, attention_mask = input_ids[beam_rows], attention_mask[beam_rows]
-        encoder_hidden, prompts = encoder_hidden[beam_rows], prompts.select(beam_rows)
+        adapters = self.adapter_batch(adapter_names)
+        encoder_hidden = self.encode(input_ids, attention_mask, adapters)
+        limits = self._output_limits(attention_mask, adapter_names, max_length)
+        beam_rows = torch.arange(input_ids.shape[0], device=input_ids.device).repeat_interleave(num_beams)
+        search = _BeamSearch(
+            FIRST_TYPE_INDEX + adapters.num_types,
+            input_ids.shape[1],
+            limits,
+            word_starts,
+            num_beams,
+            constrained,
+            input_ids.device,
+        )
+        input_ids, attention_mask, encoder_hidden = (
+            input_ids[beam_rows],
+            attention_mask[beam_rows],
+            encoder_hidden[beam_rows],
+        )
+        adapters = adapters.select(beam_rows)
         cache = EncoderDecoderCache(DynamicCache(), DynamicCache()) if use_cache else None
         step_logits = []
         while not search.done():
             step_input = search.sequences[:, -1:] if use_cache else search.sequences
-            logits = self.decode(step_input, input_ids, attention_mask, encoder_hidden, prompts, cache)[:, -1]
+            logits = self.decode(step_input, input_ids, attention_mask, encoder_hidden, adapters, cache)[:, -1]
             if output_step_logits:
                 step_logits.append(logits)
             reorder = search.step(logits)
@@ -576,14 +760,30 @@ class LightNerModel(LightNerPreTrainedModel):
                 cache.reorder_cache(reorder)
         sequences, log_probs = search.best()
         return LightNerGenerationOutput(
-            sequences=sequences, token_log_probs=log_probs, step_logits=tuple(step_logits) if step_logits else None
+            sequences=sequences,
+            token_log_probs=log_probs,
+            step_logits=tuple(step_logits) if step_logits else None,
+            num_types=adapters.num_types,
         )
+
+    def _output_limits(
+        self, attention_mask: torch.Tensor, adapter_names: Sequence[str] | None, max_length: int | None
+    ) -> list[int]:
+        """Per-sentence output length limits; the decoder has as many positions as the encoder, never more."""
+        ceiling = self.backbone.config.max_position_embeddings
+        names = adapter_names or [self.active_adapter] * attention_mask.shape[0]
+        lengths = attention_mask.sum(-1).tolist()
+        return [
+            min(max_length or self.adapters[name].config.max_output_length(int(n)), ceiling)
+            for name, n in zip(names, lengths)
+        ]
 
     def predict(
         self,
         sentences: Sequence[Sequence[str]],
         batch_size: int = 32,
         num_beams: int | None = None,
+        adapter: str | Sequence[str] | None = None,
         show_progress: bool = False,
     ) -> list[list[dict]]:
         """Entities for each sentence (a list of words).
@@ -591,39 +791,51 @@ class LightNerModel(LightNerPreTrainedModel):
         Returns per sentence a list of `{"type", "start", "end", "text", "score"}`: word offsets with `end`
         exclusive, the words joined by spaces, and `score`, the probability the model gave to writing this entity
         (the product of its pointer and type token probabilities under the decoding distribution, given what it wrote
-        before). An empty sentence gets no entities; a sentence longer than the backbone's positions raises
-        `ValueError` (the pipeline splits raw text into windows instead).
+        before). `adapter` names the adapter to use (default: the active one), or gives one name per sentence: a
+        batch then mixes adapters in one forward pass. An empty sentence gets no entities; a sentence longer than
+        the backbone's positions raises `ValueError` (the pipeline splits raw text into windows instead).
         """
+        names = [adapter or self.active_adapter] * len(sentences) if isinstance(adapter, str | None) else list(adapter)
+        if len(names) != len(sentences):
+            raise ValueError(f"got {len(names)} adapter names for {len(sentences)} sentences")
+        self._check_adapter_names(names)
         results: list[list[dict]] = [[] for _ in sentences]
         non_empty = [i for i, words in enumerate(sentences) if isinstance(words, str) or len(words) > 0]
         encoded = encode_sentences(
             self.tokenizer, [sentences[i] for i in non_empty], self.backbone.config.max_position_embeddings
         )
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
+        prompt_length = [self.adapters[names[i]].config.prompt_length for i in non_empty]
+        order = sorted(range(len(encoded)), key=lambda i: (prompt_length[i], -len(encoded[i].input_ids)))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = [rows for chunk in batches for rows in _split_by(chunk, lambda i: prompt_length[i])]
         was_training = self.training
         self.eval()
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         for rows in _progress(batches, show_progress, "Predicting"):
-            for row, entities in zip(rows, self._predict_batch([encoded[i] for i in rows], num_beams)):
+            row_names = [names[non_empty[i]] for i in rows]
+            for row, name, entities in zip(
+                rows, row_names, self._predict_batch([encoded[i] for i in rows], row_names, num_beams)
+            ):
                 words = sentences[non_empty[row]]
-                results[non_empty[row]] = [
-                    _entity_dict(entity, score, words, self.config) for entity, score in entities
-                ]
+                types = self.adapters[name].config.entity_types
+                results[non_empty[row]] = [_entity_dict(entity, score, words, types) for entity, score in entities]
         self.train(was_training)
         return results
 
-    def _predict_batch(self, encoded: list[EncodedSentence], num_beams: int | None) -> list[list[tuple]]:
+    def _predict_batch(
+        self, encoded: list[EncodedSentence], adapter_names: list[str], num_beams: int | None
+    ) -> list[list[tuple]]:
         batch = collate(encoded, self.tokenizer.pad_token_id)
-        device = self.pointer_head.label_word_weights.device
+        device = self.backbone.get_input_embeddings().weight.device
         output = self.generate(
             batch["input_ids"].to(device),
             batch["attention_mask"].to(device),
             word_starts=[sentence.word_starts for sentence in encoded],
             num_beams=num_beams,
+            adapter_names=adapter_names,
         )
         predictions = []
         for sentence, indices, log_probs in zip(encoded, output.sequences.tolist(), output.token_log_probs):
-            entities = decode_indices(indices, sentence, self.config.num_types)
+            entities = decode_indices(indices, sentence, output.num_types)
             predictions.append([(e, float(log_probs[list(e.steps)].sum().exp())) for e in entities])
         return predictions
 
@@ -642,23 +854,17 @@ class _BeamSearch:
 
     def __init__(
         self,
-        model: LightNerModel,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        first_pointer: int,
+        source_length: int,
+        limits: Sequence[int],
         word_starts: Sequence[Sequence[int]] | None,
         num_beams: int,
-        max_length: int | None,
         constrained: bool,
+        device: torch.device,
     ):
-        device = input_ids.device
-        batch, source_length = input_ids.shape
-        rows = batch * num_beams
-        self.num_beams, self.batch, self.constrained = num_beams, batch, constrained
-        self.first_pointer = FIRST_TYPE_INDEX + model.config.num_types
-        lengths = attention_mask.sum(-1)
-        # The decoder has as many positions as the encoder: a longer output could not be written.
-        ceiling = model.backbone.config.max_position_embeddings
-        limits = [min(max_length or model.config.max_output_length(int(n)), ceiling) for n in lengths]
+        batch, rows = len(limits), len(limits) * num_beams
+        self.num_beams, self.batch, self.constrained, self.first_pointer = num_beams, batch, constrained, first_pointer
+        self.device = device
         self.max_length = torch.tensor(limits, device=device).repeat_interleave(num_beams)
         self.sequences = torch.full((rows, 1), START_INDEX, dtype=torch.long, device=device)
         self.log_probs = torch.zeros((rows, 0), device=device)
@@ -667,12 +873,13 @@ class _BeamSearch:
         self.finished = torch.zeros(rows, dtype=torch.bool, device=device)
         self.open_word = torch.full((rows,), -1, dtype=torch.long, device=device)
         if constrained:
-            self.word_of_position = torch.full((batch, source_length), -1, dtype=torch.long, device=device)
-            max_words = max(len(starts) for starts in word_starts)
-            self.word_start = torch.full((batch, max_words + 1), -1, dtype=torch.long, device=device)
+            self.word_of_position = torch.full((batch, source_length), -1, dtype=torch.long)
+            self.word_start = torch.full((batch, max(len(s) for s in word_starts) + 1), -1, dtype=torch.long)
             for row, starts in enumerate(word_starts):
-                self.word_of_position[row, starts] = torch.arange(len(starts), device=device)
-                self.word_start[row, : len(starts)] = torch.tensor(starts, device=device)
+                self.word_of_position[row, starts] = torch.arange(len(starts))
+                self.word_start[row, : len(starts)] = torch.tensor(starts, dtype=torch.long)
+            self.word_of_position = self.word_of_position.to(device)
+            self.word_start = self.word_start.to(device)
             self.word_of_position = self.word_of_position.repeat_interleave(num_beams, 0)
             self.word_start = self.word_start.repeat_interleave(num_beams, 0)
 
@@ -687,7 +894,7 @@ class _BeamSearch:
         vocab = log_probs.shape[-1]
         candidates = (self.scores.view(-1, 1) + log_probs).view(self.batch, self.num_beams * vocab)
         self.scores, flat = candidates.topk(self.num_beams, dim=-1)
-        source = (flat // vocab + torch.arange(self.batch, device=flat.device)[:, None] * self.num_beams).view(-1)
+        source = (flat // vocab + torch.arange(self.batch, device=self.device)[:, None] * self.num_beams).view(-1)
         chosen = (flat % vocab).view(-1)
         self.log_probs = torch.cat([self.log_probs[source], log_probs[source, chosen][:, None]], dim=1)
         self.sequences = torch.cat([self.sequences[source], chosen[:, None]], dim=1)
@@ -697,10 +904,10 @@ class _BeamSearch:
 
     def best(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The top beam of each sentence (beams stay sorted by score), without the leading start index."""
-        top = torch.arange(self.batch, device=self.scores.device) * self.num_beams
-        sequences = self.sequences[top, 1:]
-        log_probs = self.log_probs[top]
-        return sequences.masked_fill(_after_end(sequences), END_INDEX), log_probs.masked_fill(_after_end(sequences), 0)
+        top = torch.arange(self.batch, device=self.device) * self.num_beams
+        sequences, log_probs = self.sequences[top, 1:], self.log_probs[top]
+        after_end = _after_end(sequences)
+        return sequences.masked_fill(after_end, END_INDEX), log_probs.masked_fill(after_end, 0.0)
 
     @staticmethod
     def _only_end(log_probs: torch.Tensor) -> torch.Tensor:
@@ -718,9 +925,8 @@ class _BeamSearch:
 
     def _allowed(self, vocab: int) -> torch.Tensor:
         """Which indices each row may write now (§6); without constraints, only the length limit is enforced."""
-        rows = self.sequences.shape[0]
         steps_left = self.max_length - self.log_probs.shape[1]
-        allowed = torch.zeros(rows, vocab, dtype=torch.bool, device=self.sequences.device)
+        allowed = torch.zeros(self.sequences.shape[0], vocab, dtype=torch.bool, device=self.device)
         if not self.constrained:
             allowed[:, 1:] = (steps_left > 1)[:, None]
             allowed[:, END_INDEX] = True
@@ -738,13 +944,21 @@ class _BeamSearch:
 
 def _after_end(sequences: torch.Tensor) -> torch.Tensor:
     """True strictly after the first `</s>` of each row."""
-    ended = (sequences == END_INDEX).long().cumsum(-1)
-    return (ended - (sequences == END_INDEX).long()) > 0
+    is_end = (sequences == END_INDEX).long()
+    return (is_end.cumsum(-1) - is_end) > 0
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Helpers
+# Loading, saving and small helpers
 # ---------------------------------------------------------------------------------------------------------------------
+
+# Frozen backbones already loaded in this process, so that adapters loaded one by one share one copy.
+_SHARED_BACKBONES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder")
+
+
+def _hub_kwargs(kwargs: Mapping) -> dict:
+    return {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
 
 
 def shift_labels_right(labels: torch.Tensor) -> torch.Tensor:
@@ -754,10 +968,14 @@ def shift_labels_right(labels: torch.Tensor) -> torch.Tensor:
     return shifted.masked_fill(shifted == LABEL_PAD, END_INDEX)
 
 
-def load_backbone(name_or_path: str, dtype: torch.dtype | None = None) -> BartModel:
-    """The BART backbone, with an error that says what to do when it cannot be fetched (offline machines)."""
+def load_backbone(name_or_path: str, dtype: torch.dtype | None = None, share: bool = True) -> BartModel:
+    """The BART backbone, shared with other adapters when frozen, with an error that says what to do when it cannot
+    be fetched (offline machines)."""
+    key = (str(name_or_path), str(dtype))
+    if share and key in _SHARED_BACKBONES:
+        return _SHARED_BACKBONES[key]
     try:
-        return BartModel.from_pretrained(name_or_path, dtype=dtype)
+        backbone = BartModel.from_pretrained(name_or_path, dtype=dtype)
     except OSError as error:
         raise OSError(
             f"could not load the backbone {name_or_path!r}: {error}\nIf this machine is offline, download the "
@@ -765,6 +983,9 @@ def load_backbone(name_or_path: str, dtype: torch.dtype | None = None) -> BartMo
             "the backbone (`--backbone DIR`, `LightNerModel.from_backbone(DIR, ...)` or "
             "`from_pretrained(..., backbone=...)`)."
         ) from error
+    if share:
+        _SHARED_BACKBONES[key] = backbone
+    return backbone
 
 
 def load_tokenizer(name_or_path: str, fallback: str | None = None, **hub_kwargs):
@@ -777,37 +998,110 @@ def load_tokenizer(name_or_path: str, fallback: str | None = None, **hub_kwargs)
         return AutoTokenizer.from_pretrained(fallback)
 
 
-def read_adapter_file(path: str) -> dict[str, torch.Tensor]:
-    """Adapter tensors from a safetensors file (never a pickle), with an error naming the file if it is damaged."""
+def load_adapter_config(path: str, **hub_kwargs) -> LightNerConfig:
+    """An adapter's config, refusing folders that hold something other than a LightNER adapter."""
+    config_dict, _ = LightNerConfig.get_config_dict(path, **hub_kwargs)
+    model_type = config_dict.get("model_type")
+    if model_type != LightNerConfig.model_type:
+        raise ValueError(
+            f"{path}: config.json has model_type {model_type!r}, not 'lightner'; this is not a LightNER adapter"
+        )
+    return LightNerConfig.from_dict(config_dict)
+
+
+def read_adapter_file(path: str, **hub_kwargs) -> dict[str, torch.Tensor]:
+    """Adapter tensors from `model.safetensors` (never a pickle), with an error naming the file if it is damaged."""
+    weights_file = cached_file(path, ADAPTER_WEIGHTS_NAME, **hub_kwargs)
     try:
-        return load_file(path)
+        return load_file(weights_file)
     except (SafetensorError, OSError, ValueError) as error:
         raise ValueError(
-            f"{path} is not a readable safetensors adapter file (truncated or corrupted?): {error}"
+            f"{weights_file} is not a readable safetensors adapter file (truncated or corrupted?): {error}"
         ) from error
+
+
+def write_model_card(save_directory: str | os.PathLike, config: LightNerConfig) -> None:
+    """A Hub model card: metadata for the Hub's filters and widgets, and what a user needs to trust the adapter."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="token-classification",
+        base_model=config.backbone,
+        license="apache-2.0",
+        tags=["lightner", "ner", "named-entity-recognition", "prompt-tuning", "custom_code"],
+        datasets=[config.training_data] if config.training_data else None,
+    )
+    label_rows = "\n".join(f"| {t} | {w} |" for t, w in zip(config.entity_types, config.label_words))
+    scores = "\n".join(f"| {name} | {value} |" for name, value in (config.evaluation or {}).items())
+    body = f"""# LightNER adapter
+
+A [LightNER](https://arxiv.org/abs/2109.00720) adapter: prompts (length {config.prompt_length}) prepended inside every
+attention layer of a frozen `{config.backbone}`, and label-word weights for its {config.num_types} entity types. The
+adapter holds only these tensors; the backbone is loaded from its own repository.
+
+## Labels
+
+| type | label words |
+|---|---|
+{label_rows}
+
+## Training data
+
+{config.training_data or "Not recorded."}
+
+## Evaluation
+
+{"| metric | value |" + chr(10) + "|---|---|" + chr(10) + scores if scores else "Not recorded."}
+
+## Use
+
+```python
+from transformers import AutoModel
+
+model = AutoModel.from_pretrained("<this repository>", trust_remote_code=True)
+model.predict([["Angela", "Merkel", "visited", "Paris"]])
+```
+"""
+    card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
+    card.save(os.path.join(save_directory, "README.md"))
 
 
 def _fill_and_check_backbone_shape(config: LightNerConfig, backbone: BartModel) -> None:
     """Record the backbone's shape in a new config; refuse a backbone whose shape differs from a saved one's."""
     mismatches = []
     for field in BACKBONE_SHAPE_FIELDS:
-        actual = getattr(backbone.config, field)
-        recorded = getattr(config, field)
+        actual, recorded = getattr(backbone.config, field), getattr(config, field)
         if recorded is None:
             setattr(config, field, actual)
         elif recorded != actual:
             mismatches.append(f"{field}: adapter {recorded}, backbone {actual}")
     if mismatches:
         raise ValueError(
-            f"the backbone {config.backbone!r} does not have the shape this adapter was trained on ("
-            + "; ".join(mismatches)
-            + ")"
+            f"the backbone does not have the shape this adapter was trained on ({'; '.join(mismatches)}); the adapter "
+            f"names {config.backbone!r}"
         )
 
 
-def _entity_dict(entity, score: float, words: Sequence[str], config: LightNerConfig) -> dict:
+def _pad_rows(tensor: torch.Tensor, length: int, value: float) -> torch.Tensor:
+    padding = tensor.new_full((length - tensor.shape[0], *tensor.shape[1:]), value)
+    return torch.cat([tensor, padding])
+
+
+def _split_by(rows: list[int], key) -> list[list[int]]:
+    """Consecutive runs of `rows` with the same `key` (batches must not mix prompt lengths)."""
+    runs: list[list[int]] = []
+    for row in rows:
+        if runs and key(runs[-1][-1]) == key(row):
+            runs[-1].append(row)
+        else:
+            runs.append([row])
+    return runs
+
+
+def _entity_dict(entity, score: float, words: Sequence[str], entity_types: Sequence[str]) -> dict:
     return {
-        "type": config.entity_types[entity.type_id],
+        "type": entity_types[entity.type_id],
         "start": entity.start,
         "end": entity.end,
         "text": " ".join(words[entity.start : entity.end]),
@@ -823,4 +1117,15 @@ def _progress(items: list, enabled: bool, description: str):
     return tqdm(items, desc=description, unit="batch")
 
 
-__all__ = ["LightNerModel", "LightNerPreTrainedModel", "LightNerOutput", "LightNerGenerationOutput", "PromptKeyValues"]
+LightNerConfig.register_for_auto_class()
+LightNerModel.register_for_auto_class("AutoModel")
+
+__all__ = [
+    "LightNerModel",
+    "LightNerPreTrainedModel",
+    "LightNerAdapter",
+    "LightNerOutput",
+    "LightNerGenerationOutput",
+    "PromptKeyValues",
+    "AdapterBatch",
+]

@@ -64,8 +64,8 @@ def test_label_words_default_and_override():
 def test_only_adapter_trains_and_backbone_stays_bit_identical(model):
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {
-        *(f"prompt_encoder.reparameterization.{kind}.{part}" for kind in ATTENTION_KINDS for part in _MLP_PARTS),
-        "pointer_head.label_word_weights",
+        *(f"adapters.default.prompt_encoder.reparameterization.{k}.{p}" for k in ATTENTION_KINDS for p in _MLP_PARTS),
+        "adapters.default.pointer_head.label_word_weights",
     }
     backbone_before = {name: t.clone() for name, t in model.backbone.state_dict().items()}
     adapter_before = {name: t.clone() for name, t in model.adapter_state_dict().items()}
@@ -130,7 +130,7 @@ def _teacher_forced_logits(model, batch, prompts: PromptKeyValues) -> torch.Tens
 def test_prompts_reach_every_attention_kind_and_layer(model):
     _, batch = batch_for(model, SENTENCES[:2], GOLD[:2])
     with torch.no_grad():
-        full = model.prompt_key_values()
+        full = model.adapter_batch().prompts
         reference = _teacher_forced_logits(model, batch, full)
         for kind in ATTENTION_KINDS:
             without = PromptKeyValues({k: t for k, t in full.tensors.items() if k != kind})
