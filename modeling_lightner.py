@@ -8,6 +8,7 @@ attention, the pointer head that scores the output index space, the model, and g
 from __future__ import annotations
 
 import os
+import tempfile
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -481,7 +482,7 @@ class LightNerModel(LightNerPreTrainedModel):
         if backbone is None:
             backbone = load_backbone(config.backbone, dtype=dtype, share=config.freeze_backbone)
         if tokenizer is None:
-            tokenizer = load_tokenizer(path, fallback=config.backbone, **hub_kwargs)
+            tokenizer = load_tokenizer(path, config=config, **hub_kwargs)
         model = cls(config, backbone=backbone, tokenizer=tokenizer, reparameterize=False)
         model.adapters[DEFAULT_ADAPTER].load_file_state(read_adapter_file(path, **hub_kwargs), source=path)
         if dtype is not None:
@@ -509,6 +510,33 @@ class LightNerModel(LightNerPreTrainedModel):
             self.set_adapter(previous)
         self.tokenizer.save_pretrained(save_directory)
         write_model_card(save_directory, self.adapters[name].config)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        adapter: str | None = None,
+        adapter_dtype: torch.dtype | str | None = None,
+        commit_message: str = "Upload LightNER adapter",
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+    ):
+        """Upload an adapter repository (what `save_pretrained` writes: no backbone tensor, ~3 MB for bart-large)."""
+        from huggingface_hub import CommitOperationAdd, HfApi
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, adapter=adapter, adapter_dtype=adapter_dtype)
+            operations = [
+                CommitOperationAdd(path_in_repo=name, path_or_fileobj=os.path.join(folder, name))
+                for name in sorted(os.listdir(folder))
+            ]
+            return api.create_commit(
+                repo_id, operations, commit_message=commit_message, revision=revision, create_pr=create_pr
+            )
 
     # --- several adapters on one backbone ----------------------------------------------------------------------------
 
@@ -988,14 +1016,18 @@ def load_backbone(name_or_path: str, dtype: torch.dtype | None = None, share: bo
     return backbone
 
 
-def load_tokenizer(name_or_path: str, fallback: str | None = None, **hub_kwargs):
-    """The tokenizer saved with an adapter, or else the backbone's."""
+def load_tokenizer(name_or_path: str, config: LightNerConfig | None = None, **hub_kwargs):
+    """The tokenizer saved with an adapter, or else its backbone's.
+
+    Handing `AutoTokenizer` the adapter's config stops it from loading that config itself, which for a folder with
+    remote code would ask whether to trust it.
+    """
     try:
-        return AutoTokenizer.from_pretrained(name_or_path, **hub_kwargs)
+        return AutoTokenizer.from_pretrained(name_or_path, config=config, **hub_kwargs)
     except (OSError, ValueError):
-        if fallback is None:
+        if config is None:
             raise
-        return AutoTokenizer.from_pretrained(fallback)
+        return AutoTokenizer.from_pretrained(config.backbone)
 
 
 def load_adapter_config(path: str, **hub_kwargs) -> LightNerConfig:

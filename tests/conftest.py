@@ -72,7 +72,7 @@ def save_tiny_backbone(directory: Path, tokenizer=None, seed: int = 0, **overrid
 
     tokenizer = tokenizer if tokenizer is not None else byte_level_tokenizer()
     torch.manual_seed(seed)
-    BartModel(tiny_bart_config(len(tokenizer), **overrides)).save_pretrained(directory)
+    BartModel(tiny_bart_config(overrides.pop("vocab_size", len(tokenizer)), **overrides)).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 

@@ -1,0 +1,290 @@
+"""Adapters as Hub repositories: remote code, several adapters on one backbone, push_to_hub, half precision."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, BartModel
+
+from configuration_lightner import ADAPTER_FORMAT_VERSION
+from conftest import save_tiny_backbone
+from modeling_lightner import ATTENTION_KINDS, LightNerModel
+
+SENTENCES = [
+    ["John", "Smith", "flew", "from", "Boston", "to", "Denver", "on", "Monday", "."],
+    ["EU", "rejects", "German", "call"],
+    ["Hi"],
+    ["The", "movie", "Titanic", "by", "James", "Cameron", "won", "awards"],
+]
+
+
+def _entities(predictions):
+    return [[(e["start"], e["end"], e["type"], round(e["score"], 5)) for e in sentence] for sentence in predictions]
+
+
+@pytest.fixture()
+def news(tiny_backbone) -> LightNerModel:
+    torch.manual_seed(1)
+    model = LightNerModel.from_backbone(tiny_backbone, ["PER", "LOC", "ORG"], prompt_hidden_size=16).eval()
+    _perturb(model)
+    return model
+
+
+def _perturb(model: LightNerModel) -> None:
+    """Random prompts of a realistic size, so that different adapters really predict differently."""
+    model.prompt_encoder.fold()
+    with torch.no_grad():
+        for tensor in model.prompt_encoder.prompts.values():
+            tensor.normal_(0, 2.0)
+
+
+@pytest.fixture()
+def saved_adapters(tiny_backbone, tmp_path) -> dict[str, Path]:
+    """Three adapters on the tiny backbone, two label sets, all with prompt length 10."""
+    folders = {}
+    for seed, (name, types) in enumerate(
+        {
+            "news": ["PER", "LOC", "ORG"],
+            "flights": ["fromloc.city_name", "toloc.city_name", "depart_date.day_name", "airline_name"],
+            "movies": ["TITLE", "DIRECTOR"],
+        }.items()
+    ):
+        torch.manual_seed(seed)
+        model = LightNerModel.from_backbone(tiny_backbone, types, prompt_hidden_size=16)
+        _perturb(model)
+        model.save_pretrained(tmp_path / name)
+        folders[name] = tmp_path / name
+    return folders
+
+
+def test_saved_folder_is_a_complete_hub_repository(news, tmp_path):
+    news.config.training_data = "conll2003"
+    news.config.evaluation = {"test f1": 0.5}
+    news.save_pretrained(tmp_path)
+    files = sorted(os.listdir(tmp_path))
+    for needed in [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "configuration_lightner.py",
+        "modeling_lightner.py",
+    ]:
+        assert needed in files
+    assert "tokenization_utils.py" in files  # imported by modeling_lightner.py, so remote code needs it too
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_lightner.LightNerConfig",
+        "AutoModel": "modeling_lightner.LightNerModel",
+    }
+    assert config["model_type"] == "lightner" and config["adapter_format_version"] == ADAPTER_FORMAT_VERSION
+    assert config["entity_types"] == ["PER", "LOC", "ORG"] and config["label_words"][0] == "person"
+    assert not any(name.startswith("backbone") for name in load_file(tmp_path / "model.safetensors"))
+    card = (tmp_path / "README.md").read_text()
+    for fragment in ["library_name: transformers", "pipeline_tag: token-classification", "base_model:", "license:"]:
+        assert fragment in card
+    for fragment in ["| PER | person |", "prompts (length 10)", "conll2003", "| test f1 | 0.5 |"]:
+        assert fragment in card
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path, trust_remote_code=True)
+    assert tokenizer("Hi").input_ids == news.tokenizer("Hi").input_ids
+
+
+def test_automodel_loads_in_a_fresh_process_without_the_project(news, tmp_path):
+    """Remote code alone: the project is off sys.path, the Hub offline, the backbone a local folder."""
+    news.save_pretrained(tmp_path / "adapter")
+    expected = _entities(news.predict(SENTENCES))
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.path = [p for p in sys.path if not p.startswith({str(Path(__file__).resolve().parent.parent)!r})]
+        try:
+            import modeling_lightner
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("the project is importable: the test would prove nothing")
+        from transformers import AutoConfig, AutoModel
+        config = AutoConfig.from_pretrained({str(tmp_path / "adapter")!r}, trust_remote_code=True)
+        model = AutoModel.from_pretrained({str(tmp_path / "adapter")!r}, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        predictions = model.predict(json.loads(sys.argv[1]))
+        print(json.dumps([[(e["start"], e["end"], e["type"], round(e["score"], 5)) for e in s] for s in predictions]))
+        """
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    result = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(SENTENCES)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [[list(e) for e in s] for s in expected]
+
+
+def test_adapters_loaded_one_by_one_share_the_backbone(saved_adapters):
+    first = LightNerModel.from_pretrained(saved_adapters["news"])
+    second = LightNerModel.from_pretrained(saved_adapters["flights"])
+    assert first.backbone is second.backbone
+    first_tensors = {name: t.data_ptr() for name, t in first.backbone.state_dict().items()}
+    assert first_tensors == {name: t.data_ptr() for name, t in second.backbone.state_dict().items()}
+
+
+def test_load_set_list_delete_adapters(saved_adapters):
+    model = LightNerModel.from_pretrained(saved_adapters["news"])
+    backbone_pointer = model.backbone.shared.weight.data_ptr()
+    model.load_adapter(saved_adapters["flights"], adapter_name="flights")
+    model.load_adapter(saved_adapters["movies"], adapter_name="movies")
+    assert model.list_adapters() == ["default", "flights", "movies"]
+    assert model.backbone.shared.weight.data_ptr() == backbone_pointer
+
+    alone = LightNerModel.from_pretrained(saved_adapters["flights"])
+    assert _entities(model.predict(SENTENCES, adapter="flights")) == _entities(alone.predict(SENTENCES))
+    model.set_adapter("flights")
+    assert model.config.entity_types == alone.config.entity_types
+    assert _entities(model.predict(SENTENCES)) == _entities(alone.predict(SENTENCES))
+
+    with pytest.raises(ValueError, match="an adapter named 'movies' is already loaded"):
+        model.load_adapter(saved_adapters["movies"], adapter_name="movies")
+    with pytest.raises(ValueError, match=r"no adapter named \['sports'\]"):
+        model.set_adapter("sports")
+    with pytest.raises(ValueError, match=r"no adapter named \['sports'\]"):
+        model.predict(SENTENCES, adapter="sports")
+    with pytest.raises(ValueError, match="adapter 'flights' is active"):
+        model.delete_adapter("flights")
+    model.delete_adapter("movies")
+    assert model.list_adapters() == ["default", "flights"]
+
+
+def test_a_batch_may_mix_adapters_with_different_label_sets(saved_adapters):
+    model = LightNerModel.from_pretrained(saved_adapters["news"])
+    model.load_adapter(saved_adapters["flights"], adapter_name="flights")
+    model.load_adapter(saved_adapters["movies"], adapter_name="movies")
+    names = ["flights", "default", "movies", "flights"]
+    for num_beams in (1, 2):
+        mixed = model.predict(SENTENCES, adapter=names, num_beams=num_beams, batch_size=4)
+        for sentence, name, result in zip(SENTENCES, names, mixed):
+            alone = model.predict([sentence], adapter=name, num_beams=num_beams)[0]
+            assert _entities([result]) == _entities([alone]), (name, num_beams)
+    assert any(mixed), "random adapters should find something, or the comparison is vacuous"
+
+
+def test_push_to_hub_sends_only_the_adapter_folder(news, monkeypatch):
+    """No network: intercept what huggingface_hub would send."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoUrl
+
+    sent = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        sent["repo"] = repo_id
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        sent["files"] = {op.path_in_repo: os.path.getsize(op.path_or_fileobj) for op in operations}
+        sent["message"] = kwargs.get("commit_message")
+        return "commit"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    news.push_to_hub("someone/lightner-news")
+    assert sent["repo"] == "someone/lightner-news"
+    assert {"config.json", "model.safetensors", "modeling_lightner.py", "README.md"} <= set(sent["files"])
+    assert not any(name.endswith((".bin", ".pt", ".pth")) or "backbone" in name for name in sent["files"])
+    adapter_bytes = sum(t.numel() * 4 for t in news.adapter_state_dict().values())
+    assert adapter_bytes <= sent["files"]["model.safetensors"] <= adapter_bytes + 2048
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_adapter_halves_the_file_and_loads_back(news, tmp_path, dtype):
+    news.save_pretrained(tmp_path / "full")
+    news.save_pretrained(tmp_path / "half", adapter_dtype=dtype)
+    full_size = os.path.getsize(tmp_path / "full" / "model.safetensors")
+    half_size = os.path.getsize(tmp_path / "half" / "model.safetensors")
+    assert half_size < 0.52 * full_size
+    assert {t.dtype for t in load_file(tmp_path / "half" / "model.safetensors").values()} == {dtype}
+    loaded = LightNerModel.from_pretrained(tmp_path / "half")
+    assert {p.dtype for p in loaded.adapters.parameters()} == {torch.float32}
+    for name, tensor in loaded.adapter_state_dict().items():
+        # The stated tolerance: the adapter round-trips within the half format's rounding (2^-8 relative for bf16).
+        torch.testing.assert_close(tensor, news.adapter_state_dict()[name], rtol=2**-7, atol=1e-3)
+    assert [[(e["start"], e["end"], e["type"]) for e in s] for s in loaded.predict(SENTENCES)] == [
+        [(e["start"], e["end"], e["type"]) for e in s] for s in news.predict(SENTENCES)
+    ]
+
+
+def test_format_version_is_recorded_and_a_newer_one_is_refused(news, tmp_path):
+    news.save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    config = json.loads(config_file.read_text())
+    assert config["adapter_format_version"] == 1
+    config["adapter_format_version"] = ADAPTER_FORMAT_VERSION + 1
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="format version 2, newer than the 1 this code reads"):
+        LightNerModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(encoder_layers=3), "encoder_layers: adapter 2, backbone 3"),
+        (dict(d_model=48), "d_model: adapter 32, backbone 48"),
+        (dict(decoder_attention_heads=4), "decoder_attention_heads: adapter 2, backbone 4"),
+        (dict(vocab_size=400), "vocab_size: adapter"),
+    ],
+)
+def test_an_adapter_refuses_a_backbone_of_another_shape(news, tmp_path, change, message):
+    news.save_pretrained(tmp_path / "adapter")
+    other = BartModel.from_pretrained(save_tiny_backbone(tmp_path / "other", **change))
+    with pytest.raises(ValueError, match=message):
+        LightNerModel.from_pretrained(tmp_path / "adapter", backbone=other)
+
+
+def test_damaged_adapters_are_refused_with_their_file_named(news, tmp_path):
+    news.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    state = load_file(weights)
+    original = weights.read_bytes()
+
+    weights.write_bytes(original[:100])
+    with pytest.raises(ValueError, match=r"model\.safetensors is not a readable safetensors adapter file"):
+        LightNerModel.from_pretrained(tmp_path)
+    weights.write_bytes(b"\x00" * len(original))
+    with pytest.raises(ValueError, match="not a readable safetensors adapter file"):
+        LightNerModel.from_pretrained(tmp_path)
+
+    save_file({k: v for k, v in state.items() if "decoder_cross" not in k}, weights)
+    with pytest.raises(ValueError, match=r"missing tensors \['prompt_encoder.prompts.decoder_cross'\]"):
+        LightNerModel.from_pretrained(tmp_path)
+    save_file({**state, "backbone.shared.weight": torch.zeros(2, 2)}, weights)
+    with pytest.raises(ValueError, match=r"unexpected \['backbone.shared.weight'\]"):
+        LightNerModel.from_pretrained(tmp_path)
+
+
+def test_a_folder_of_another_model_type_is_refused(news, tmp_path):
+    news.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["model_type"] = "bert"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="model_type 'bert', not 'lightner'"):
+        LightNerModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="model_type 'bert', not 'lightner'"):
+        news.load_adapter(tmp_path, adapter_name="other")
+    assert news.list_adapters() == ["default"]
+
+
+def test_prompt_tensors_per_kind_are_what_the_file_holds(news, tmp_path):
+    news.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    for kind in ATTENTION_KINDS:
+        assert torch.equal(state[f"prompt_encoder.prompts.{kind}"], news.prompt_encoder.prompts[kind].detach())
