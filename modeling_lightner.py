@@ -279,10 +279,10 @@ def score_output_indices(
     (`pointer_features`). `type_embeddings` is `[batch or 1, T, d]`, so each example may use its own label set
     (`type_mask` hides the padding of smaller ones). `<s>`, padded types and invalid pointers get minus infinity.
     """
-    hidden, end_embedding, type_embeddings, pointer_features = (
-        nn.functional.dropout(t, p=dropout, training=training)
-        for t in (hidden, end_embedding, type_embeddings, pointer_features)
-    )
+    if training and dropout > 0:
+        hidden, end_embedding, type_embeddings, pointer_features = (
+            nn.functional.dropout(t, p=dropout) for t in (hidden, end_embedding, type_embeddings, pointer_features)
+        )
     start_scores = hidden.new_full((*hidden.shape[:2], 1), float("-inf"))
     end_scores = hidden @ end_embedding.unsqueeze(-1)
     type_scores = torch.einsum("bsd,btd->bst", hidden, type_embeddings.expand(hidden.shape[0], -1, -1))
@@ -505,6 +505,12 @@ class LightNerModel(LightNerPreTrainedModel):
         self.set_adapter(name)
         try:
             kwargs["state_dict"] = self.adapters[name].file_state(dtype)
+            # Pipeline registration (pipeline_lightner.py): `custom_pipelines` in config.json and the pipeline's files.
+            try:
+                from .pipeline_lightner import add_pipeline_to_folder
+            except ImportError:
+                from pipeline_lightner import add_pipeline_to_folder
+            add_pipeline_to_folder(save_directory, self.config)
             super().save_pretrained(save_directory, **kwargs)
         finally:
             self.set_adapter(previous)
