@@ -13,7 +13,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     py_modules=["configuration_lightner", "modeling_lightner", "tokenization_utils"],
-    packages=find_packages(include=["lightner", "lightner.*"]),
+    packages=find_packages(include=["lightner", "lightner.*", "convert"]),
     package_data={"lightner": ["span_f1/*.py", "span_f1/*.md"]},
     install_requires=[
         "torch>=2.6",

@@ -1,0 +1,213 @@
+"""Convert NER data between CoNLL/BIO column files, JSON Lines and Hugging Face `datasets` folders.
+
+    python convert/convert_data.py train.txt train.jsonl
+    python convert/convert_data.py train.jsonl train-hf            # a `datasets` folder (`save_to_disk`)
+    python convert/convert_data.py train-hf train.txt --scheme BIOES
+
+The format follows the path (a folder or a name without suffix is a `datasets` folder, `.jsonl`/`.json` JSON Lines,
+anything else CoNLL) unless `--from`/`--to` say otherwise. Reading and writing are `lightner.data`'s, so malformed
+input stops the conversion with its file and line. Every sentence is kept, those without entities too; what the
+target format cannot hold is left out and reported rather than guessed at: tags cannot express overlapping entities
+(of each overlapping group the outermost, earliest entity stays), and a CoNLL file cannot hold a sentence without
+words or a word with a tab or line break.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python convert/convert_data.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lightner.data import (  # noqa: E402
+    Sentence,
+    Span,
+    entity_types,
+    from_hf_dataset,
+    read_conll,
+    read_jsonl,
+    to_hf_dataset,
+    write_conll,
+    write_jsonl,
+)
+
+FORMATS = ("conll", "jsonl", "hf")
+MAX_LISTED_PROBLEMS = 20
+
+
+def infer_format(path: Path) -> str:
+    if path.is_dir() or not path.suffix:
+        return "hf"
+    return "jsonl" if path.suffix.lower() in (".jsonl", ".json") else "conll"
+
+
+@dataclass
+class DataReport:
+    """What was read, what was written, and each thing the target format could not hold."""
+
+    source: str
+    target: str
+    read: list[Sentence]
+    written: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def format(self) -> str:
+        with_entities = sum(1 for sentence in self.read if sentence.entities)
+        mentions = sum(len(sentence.entities) for sentence in self.read)
+        lines = [
+            f"Read {len(self.read)} sentences from {self.source}: {with_entities} with entities, "
+            f"{len(self.read) - with_entities} without; {mentions} entities of {len(entity_types(self.read))} types",
+            f"Wrote {self.written} sentences to {self.target}",
+        ]
+        if self.problems:
+            lines.append(f"Could not convert {len(self.problems)}:")
+            lines.extend(f"  {problem}" for problem in self.problems[:MAX_LISTED_PROBLEMS])
+            if len(self.problems) > MAX_LISTED_PROBLEMS:
+                lines.append(f"  ... and {len(self.problems) - MAX_LISTED_PROBLEMS} more")
+        return "\n".join(lines)
+
+
+def read_sentences(
+    path: Path,
+    data_format: str,
+    split: str | None = None,
+    tokens_column: str = "tokens",
+    tags_column: str = "ner_tags",
+) -> list[Sentence]:
+    if data_format == "conll":
+        return read_conll(path)
+    if data_format == "jsonl":
+        return read_jsonl(path)
+    from datasets import DatasetDict, load_from_disk
+
+    dataset = load_from_disk(str(path))
+    if isinstance(dataset, DatasetDict):
+        if split not in dataset:
+            raise ValueError(f"{path} holds the splits {list(dataset)}; choose one with --split")
+        dataset = dataset[split]
+    return from_hf_dataset(dataset, tokens_column=tokens_column, tags_column=tags_column)
+
+
+def _conll_problem(sentence: Sentence) -> str | None:
+    """Why a sentence cannot be CoNLL lines (the rule `write_conll` enforces), or None."""
+    if not sentence.words:
+        return "it has no words"
+    for index, word in enumerate(sentence.words):
+        if not word.strip(" ") or any(char in word for char in "\t\r\n"):
+            return f"word {index} ({word!r}) cannot be a CoNLL column"
+    return None
+
+
+def _without_overlaps(entities: Sequence[Span]) -> tuple[list[Span], list[tuple[Span, Span]]]:
+    """The entities tags can express, outermost first, and each dropped one with the kept entity it overlaps."""
+    kept: list[Span] = []
+    dropped = []
+    for span in sorted(entities, key=lambda span: (span.start, -span.end)):
+        if kept and span.start < kept[-1].end:
+            dropped.append((span, kept[-1]))
+        else:
+            kept.append(span)
+    return kept, dropped
+
+
+def expressible(sentences: Sequence[Sentence], target_format: str) -> tuple[list[Sentence], list[str]]:
+    """The sentences as the target format can hold them, and a line for each thing left out."""
+    if target_format == "jsonl":
+        return list(sentences), []
+    kept, problems = [], []
+    for number, sentence in enumerate(sentences, start=1):
+        reason = _conll_problem(sentence) if target_format == "conll" else None
+        if reason is not None:
+            problems.append(f"sentence {number} left out: {reason}")
+            continue
+        entities, dropped = _without_overlaps(sentence.entities)
+        problems.extend(
+            f"sentence {number}: entity [{span.start}, {span.end}) {span.type} dropped, it overlaps "
+            f"[{other.start}, {other.end}) {other.type} and tags cannot nest"
+            for span, other in dropped
+        )
+        kept.append(Sentence(sentence.words, entities))
+    return kept, problems
+
+
+def write_sentences(
+    sentences: Sequence[Sentence], path: Path, data_format: str, scheme: str, types: Sequence[str] | None
+) -> None:
+    if data_format == "conll":
+        write_conll(sentences, path, scheme=scheme)
+    elif data_format == "jsonl":
+        write_jsonl(sentences, path)
+    else:
+        to_hf_dataset(sentences, types=types).save_to_disk(str(path))
+
+
+def convert_data(
+    source: str | Path,
+    target: str | Path,
+    *,
+    source_format: str | None = None,
+    target_format: str | None = None,
+    scheme: str = "IOB2",
+    types: Sequence[str] | None = None,
+    split: str | None = None,
+    tokens_column: str = "tokens",
+    tags_column: str = "ner_tags",
+) -> DataReport:
+    """Read `source`, write what `target`'s format can hold, and report the rest."""
+    source, target = Path(source), Path(target)
+    source_format = source_format or infer_format(source)
+    target_format = target_format or infer_format(target)
+    sentences = read_sentences(source, source_format, split, tokens_column, tags_column)
+    report = DataReport(f"{source} ({source_format})", f"{target} ({target_format})", sentences)
+    writable, report.problems = expressible(sentences, target_format)
+    write_sentences(writable, target, target_format, scheme, types)
+    report.written = len(writable)
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convert_data",
+        description="Convert NER data between CoNLL/BIO files, JSON Lines and Hugging Face datasets folders.",
+    )
+    parser.add_argument("source", type=Path, help="CoNLL file, .jsonl file, or datasets folder (save_to_disk)")
+    parser.add_argument("target", type=Path, help="where to write; its format follows the path unless --to says")
+    parser.add_argument("--from", dest="source_format", choices=FORMATS, help="format of the source")
+    parser.add_argument("--to", dest="target_format", choices=FORMATS, help="format of the target")
+    parser.add_argument("--scheme", default="IOB2", help="tag scheme of a CoNLL target: IOB1, IOB2 or BIOES")
+    parser.add_argument(
+        "--types", help="comma-separated entity types fixing a datasets target's label ids (share them across splits)"
+    )
+    parser.add_argument("--split", help="split to read when the datasets folder holds several")
+    parser.add_argument("--tokens-column", default="tokens", help="words column of a datasets source")
+    parser.add_argument("--tags-column", default="ner_tags", help="ClassLabel tags column of a datasets source")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = convert_data(
+            args.source,
+            args.target,
+            source_format=args.source_format,
+            target_format=args.target_format,
+            scheme=args.scheme,
+            types=args.types.split(",") if args.types else None,
+            split=args.split,
+            tokens_column=args.tokens_column,
+            tags_column=args.tags_column,
+        )
+    except (ValueError, TypeError, OSError) as error:  # DataFormatError is a ValueError naming file and line
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(report.format())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
