@@ -70,6 +70,8 @@ class LightNerConfig(PretrainedConfig):
         constrained_decoding (`bool`): Mask ill-formed continuations so that every output parses.
         encoder_layers, decoder_layers, encoder_attention_heads, decoder_attention_heads, d_model, vocab_size:
             The backbone's shape, filled in from the backbone when a model is created.
+        backbone_subfolder (`str`, *optional*): Set when the backbone was fine-tuned too and saved with the adapter,
+            in this subfolder of its repository; `backbone` then only says where it started from.
         training_data (`str`, *optional*): What the adapter was trained on, for its model card.
         evaluation (`dict[str, float]`, *optional*): Its scores (e.g. `{"conll2003 test f1": 0.91}`), for the card.
         adapter_format_version (`int`): Layout version of the adapter file, so later releases can read this one.
@@ -96,6 +98,7 @@ class LightNerConfig(PretrainedConfig):
         decoder_attention_heads: int | None = None,
         d_model: int | None = None,
         vocab_size: int | None = None,
+        backbone_subfolder: str | None = None,
         training_data: str | None = None,
         evaluation: Mapping[str, float] | None = None,
         adapter_format_version: int = ADAPTER_FORMAT_VERSION,
@@ -118,6 +121,7 @@ class LightNerConfig(PretrainedConfig):
         self.decoder_attention_heads = decoder_attention_heads
         self.d_model = d_model
         self.vocab_size = vocab_size
+        self.backbone_subfolder = backbone_subfolder
         self.training_data = training_data
         self.evaluation = dict(evaluation) if evaluation else None
         self.adapter_format_version = adapter_format_version

@@ -52,6 +52,7 @@ except ImportError:  # imported as a top-level module (pip install) rather than 
     )
 
 ADAPTER_WEIGHTS_NAME = "model.safetensors"
+TRAINED_BACKBONE_FOLDER = "backbone"
 ATTENTION_KINDS = ("encoder_self", "decoder_self", "decoder_cross")
 
 
@@ -477,8 +478,12 @@ class LightNerModel(LightNerPreTrainedModel):
         `local_files_only`, `subfolder`, ...) apply to the adapter repository.
         """
         path, hub_kwargs = str(pretrained_model_name_or_path), _hub_kwargs(kwargs)
+        if dtype == "auto":  # what `pipeline()` asks for: keep the backbone's own dtype
+            dtype = None
         if config is None:
             config = load_adapter_config(path, **hub_kwargs)
+        if backbone is None and config.backbone_subfolder:
+            backbone = load_backbone(path, dtype=dtype, share=False, subfolder=config.backbone_subfolder)
         if backbone is None:
             backbone = load_backbone(config.backbone, dtype=dtype, share=config.freeze_backbone)
         if tokenizer is None:
@@ -498,8 +503,13 @@ class LightNerModel(LightNerPreTrainedModel):
     ) -> None:
         """Write an adapter as a complete Hub repository: `config.json` (with `auto_map`), `model.safetensors`
         (the adapter alone, optionally in fp16/bf16 to halve it), the code files remote code needs, the tokenizer
-        and a model card. Saves the active adapter unless `adapter` names another; never the backbone."""
+        and a model card. Saves the active adapter unless `adapter` names another. The backbone is saved only when
+        it was trained (`freeze_backbone=False`, full fine-tuning), into the subfolder `backbone`, which the config
+        then names so that loading finds it."""
         name = adapter or self.active_adapter
+        if not self.adapters[name].config.freeze_backbone:
+            self.backbone.save_pretrained(os.path.join(save_directory, TRAINED_BACKBONE_FOLDER))
+            self.adapters[name].config.backbone_subfolder = TRAINED_BACKBONE_FOLDER
         dtype = getattr(torch, adapter_dtype) if isinstance(adapter_dtype, str) else adapter_dtype
         previous = self.active_adapter
         self.set_adapter(name)
@@ -1002,14 +1012,16 @@ def shift_labels_right(labels: torch.Tensor) -> torch.Tensor:
     return shifted.masked_fill(shifted == LABEL_PAD, END_INDEX)
 
 
-def load_backbone(name_or_path: str, dtype: torch.dtype | None = None, share: bool = True) -> BartModel:
+def load_backbone(
+    name_or_path: str, dtype: torch.dtype | None = None, share: bool = True, subfolder: str = ""
+) -> BartModel:
     """The BART backbone, shared with other adapters when frozen, with an error that says what to do when it cannot
     be fetched (offline machines)."""
-    key = (str(name_or_path), str(dtype))
+    key = (str(name_or_path), subfolder, str(dtype))
     if share and key in _SHARED_BACKBONES:
         return _SHARED_BACKBONES[key]
     try:
-        backbone = BartModel.from_pretrained(name_or_path, dtype=dtype)
+        backbone = BartModel.from_pretrained(name_or_path, dtype=dtype, subfolder=subfolder)
     except OSError as error:
         raise OSError(
             f"could not load the backbone {name_or_path!r}: {error}\nIf this machine is offline, download the "

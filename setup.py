@@ -12,7 +12,13 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    py_modules=["configuration_lightner", "modeling_lightner", "tokenization_utils"],
+    py_modules=[
+        "configuration_lightner",
+        "modeling_lightner",
+        "tokenization_utils",
+        "pipeline_lightner",
+        "text_utils",
+    ],
     packages=find_packages(include=["lightner", "lightner.*", "convert"]),
     package_data={"lightner": ["span_f1/*.py", "span_f1/*.md"]},
     install_requires=[
@@ -24,8 +30,10 @@ setup(
         "evaluate>=0.4.3",
         "datasets>=4.0",
         "tqdm>=4.66",
+        "matplotlib>=3.7",
     ],
     extras_require={
         "test": ["pytest>=8", "seqeval>=1.2.2", "ruff>=0.6"],
     },
+    entry_points={"console_scripts": ["lightner=lightner.cli:main"]},
 )

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, BartModel
 from configuration_lightner import ADAPTER_FORMAT_VERSION
 from conftest import save_tiny_backbone
 from modeling_lightner import ATTENTION_KINDS, LightNerModel
+from tokenization_utils import collate, encode_sentences, encode_target
 
 SENTENCES = [
     ["John", "Smith", "flew", "from", "Boston", "to", "Denver", "on", "Monday", "."],
@@ -288,3 +289,24 @@ def test_prompt_tensors_per_kind_are_what_the_file_holds(news, tmp_path):
     state = load_file(tmp_path / "model.safetensors")
     for kind in ATTENTION_KINDS:
         assert torch.equal(state[f"prompt_encoder.prompts.{kind}"], news.prompt_encoder.prompts[kind].detach())
+
+
+def test_full_fine_tuning_saves_its_backbone_and_never_touches_a_shared_one(tiny_backbone, tmp_path):
+    frozen = LightNerModel.from_backbone(tiny_backbone, ["PER", "LOC"], prompt_hidden_size=16)
+    full = LightNerModel.from_backbone(tiny_backbone, ["PER", "LOC"], prompt_hidden_size=16, freeze_backbone=False)
+    assert full.backbone is not frozen.backbone
+    frozen_before = {name: t.clone() for name, t in frozen.backbone.state_dict().items()}
+    encoded = encode_sentences(full.tokenizer, SENTENCES[:2])
+    targets = [encode_target(e, spans, {"PER": 0, "LOC": 1}) for e, spans in zip(encoded, [[(0, 2, "PER")], []])]
+    batch = collate(encoded, full.tokenizer.pad_token_id, targets)
+    optimizer = torch.optim.AdamW([p for p in full.parameters() if p.requires_grad], lr=1e-2)
+    full.train()
+    full(**batch).loss.backward()
+    optimizer.step()
+    full.eval()
+    assert all(torch.equal(t, frozen_before[name]) for name, t in frozen.backbone.state_dict().items())
+    full.save_pretrained(tmp_path)
+    assert (tmp_path / "backbone" / "model.safetensors").exists()
+    loaded = LightNerModel.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch).logits, full(**batch).logits)
