@@ -1025,7 +1025,7 @@ def load_backbone(
     except OSError as error:
         raise OSError(
             f"could not load the backbone {name_or_path!r}: {error}\nIf this machine is offline, download the "
-            "backbone elsewhere (`huggingface-cli download facebook/bart-large`) and pass its local folder as "
+            "backbone elsewhere (`hf download facebook/bart-large --local-dir DIR`) and pass its local folder as "
             "the backbone (`--backbone DIR`, `LightNerModel.from_backbone(DIR, ...)` or "
             "`from_pretrained(..., backbone=...)`)."
         ) from error

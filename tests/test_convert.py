@@ -440,6 +440,13 @@ def test_command_line_converts_a_conll_checkpoint_with_the_real_tokenizer(tmp_pa
     assert main([*arguments[:2], "--labels", "mit-movie", *arguments[4:], "--output", str(tmp_path / "x")]) == 1
     assert "error: the checkpoint was trained with 4 entity types" in capsys.readouterr().err
 
+    from lightner.cli import main as lightner_main
+
+    assert lightner_main(["convert-deepke", *arguments, "--output", str(tmp_path / "via-cli")]) == 0
+    assert (tmp_path / "via-cli" / "model.safetensors").read_bytes() == (
+        tmp_path / "adapter" / "model.safetensors"
+    ).read_bytes()
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Data converters

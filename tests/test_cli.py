@@ -1,0 +1,262 @@
+"""The `lightner` command end to end on a tiny backbone and a slice of the shared CoNLL-2003 data.
+
+One uninterrupted training run (module fixture) is shared: the adapter it leaves is evaluated, used for prediction,
+pushed, and compared bit for bit with a run that is killed mid-epoch and resumed. A 2-process run goes through
+`accelerate launch`. Everything runs with one torch thread: on a shared 2-core machine small ops are many times faster
+that way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO_ROOT, save_tiny_backbone, shared_path
+from lightner.cli import build_parser, html_page, main
+from lightner.data import read_conll, write_conll
+from lightner.train import INTERRUPTED_EXIT_CODE, evaluate_sentences
+from modeling_lightner import LightNerModel
+
+TRAIN_OPTIONS = [
+    "--epochs", "2", "--batch-size", "8", "--lr", "5e-3", "--prompt-hidden-size", "16",
+    "--logging-steps", "1", "--checkpoint-steps", "2",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _slice(name: str, count: int, path: Path) -> Path:
+    """The first `count` sentences of a CoNLL-2003 file with at most 40 words (the tiny backbone has 256 positions)."""
+    sentences = [s for s in read_conll(shared_path("data", "lightner", "conll2003", name)) if len(s.words) <= 40]
+    write_conll(sentences[:count], path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, real_tokenizer) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("cli")
+    backbone = save_tiny_backbone(root / "backbone", tokenizer=real_tokenizer, max_position_embeddings=256)
+    return SimpleNamespace(
+        root=root,
+        backbone=backbone,
+        train=_slice("train.txt", 32, root / "train.txt"),
+        dev=_slice("dev.txt", 16, root / "dev.txt"),
+    )
+
+
+def train_argv(workspace: SimpleNamespace, output: Path, *extra: str) -> list[str]:
+    data = ["--backbone", str(workspace.backbone), "--train", str(workspace.train), "--dev", str(workspace.dev)]
+    return ["train", *data, "--output", str(output), *TRAIN_OPTIONS, *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(workspace) -> Path:
+    output = workspace.root / "adapter"
+    assert main(train_argv(workspace, output)) == 0
+    return output
+
+
+def run_cli(args: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m <args>` in a fresh process, importable from the checkout, with one thread per process."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_every_option_is_documented():
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(subcommands) == {"train", "evaluate", "predict", "push"}
+    for name, subparser in subcommands.items():
+        for action in subparser._actions:
+            assert action.help and action.help.strip(), f"{name} {action.option_strings} has no help"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+
+
+def test_train_needs_data_and_output(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--output", str(tmp_path)])
+    assert "--train" in capsys.readouterr().err
+
+
+def test_train_leaves_a_loadable_adapter_and_its_run_files(trained, workspace):
+    for name in ("config.json", "model.safetensors", "results.json", "metrics.jsonl", "training_args.json"):
+        assert (trained / name).is_file(), name
+    assert (trained / "learning_curve.png").read_bytes().startswith(b"\x89PNG")
+    adapter = load_file(trained / "model.safetensors")
+    assert all(name.startswith(("prompt_encoder.prompts.", "pointer_head.")) for name in adapter)
+
+    model = LightNerModel.from_pretrained(trained)
+    assert model.config.entity_types == ["ORG", "MISC", "PER", "LOC"]  # order of first appearance in train.txt
+    epochs = [record for record in read_jsonl(trained / "metrics.jsonl") if "epoch/epoch" in record]
+    assert [record["epoch/epoch"] for record in epochs] == [1, 2]
+    assert all(0.0 <= record["epoch/dev_f1"] <= 1.0 for record in epochs)
+
+    results = json.loads((trained / "results.json").read_text())
+    assert results["split"] == "dev" and results["num_processes"] == 1
+    assert results["best_dev_f1"] == max(record["epoch/dev_f1"] for record in epochs)
+    assert results["f1"] == results["best_dev_f1"]  # the kept adapter, scored again after loading it
+    assert set(results["per_type"]) <= {"ORG", "MISC", "PER", "LOC"} and results["num_sentences"] == 16
+
+
+def test_evaluate_prints_a_table_and_writes_results(trained, workspace, tmp_path, capsys):
+    assert main(["evaluate", "--model", str(trained), "--data", str(workspace.dev), "--output", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "precision" in table and "micro" in table and "macro" in table
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {"precision", "recall", "f1", "per_type", "micro", "macro"} <= results.keys()
+    assert results["f1"] == json.loads((trained / "results.json").read_text())["f1"]
+
+
+def test_predict_reads_conll_jsonl_and_plain_text(trained, workspace, tmp_path):
+    text = tmp_path / "raw.txt"
+    text.write_text("EU rejects German call to boycott British lamb .\n\nPeter Blackburn\n")
+    for source, count in ((workspace.dev, 16), (text, 3)):
+        output = tmp_path / f"{source.stem}.jsonl"
+        assert main(["predict", "--model", str(trained), "--input", str(source), "--output", str(output)]) == 0
+        records = read_jsonl(output)
+        assert len(records) == count
+        for record in records:
+            for entity in record["entities"]:
+                assert {"type", "start", "end", "text", "score"} <= entity.keys()
+                assert entity["text"] == " ".join(record["tokens"][entity["start"] : entity["end"]])
+    assert read_jsonl(tmp_path / "raw.jsonl")[1] == {"tokens": [], "entities": []}
+    # Its own output is JSON Lines input: the same sentences come back, and an HTML page on request.
+    again, html = tmp_path / "again.jsonl", tmp_path / "again.html"
+    argv = ["predict", "--model", str(trained), "--input", str(tmp_path / "dev.jsonl"), "--output", str(again)]
+    assert main([*argv, "--html", str(html)]) == 0
+    assert [r["tokens"] for r in read_jsonl(again)] == [r["tokens"] for r in read_jsonl(tmp_path / "dev.jsonl")]
+    assert html.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_html_page_marks_entities_at_their_words():
+    entities = [
+        {"type": "ORG", "start": 0, "end": 1, "score": 0.9},
+        {"type": "MISC", "start": 2, "end": 4, "score": 0.5},
+    ]
+    page = html_page([["EU", "rejects", "German", "beef"], []], [entities, []])
+    assert re.search(r"<mark[^>]*>EU<span class=\"label\">ORG</span></mark> rejects <mark", page)
+    assert re.search(r"<mark[^>]*>German beef<span class=\"label\">MISC</span></mark>", page)
+
+
+def test_run_killed_mid_epoch_resumes_to_the_same_adapter(trained, workspace, tmp_path, capsys):
+    output = tmp_path / "interrupted"
+    # Checkpoints after steps 2 and 4 (end of epoch 1); killed after step 3, so the resume skips 2 seen batches.
+    killed = run_cli(["lightner", *train_argv(workspace, output, "--stop-after-steps", "3")], timeout=300)
+    assert killed.returncode == INTERRUPTED_EXIT_CODE, killed.stderr[-2000:]
+    assert not (output / "results.json").exists()
+    assert main(train_argv(workspace, output)) == 1  # no silent restart over an earlier run's checkpoints
+    assert "--resume" in capsys.readouterr().err
+
+    assert main(train_argv(workspace, output, "--resume")) == 0
+    # Same seed, same data order, restored random states: bit-identical, dropout included.
+    assert (output / "model.safetensors").read_bytes() == (trained / "model.safetensors").read_bytes()
+    without_speed = [
+        {k: v for k, v in r.items() if "per_second" not in k} for r in read_jsonl(output / "metrics.jsonl")
+    ]
+    expected = [{k: v for k, v in r.items() if "per_second" not in k} for r in read_jsonl(trained / "metrics.jsonl")]
+    assert without_speed == expected
+
+    assert main(train_argv(workspace, output, "--resume", "--lr", "1e-3")) == 1
+    assert "learning_rate" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_train_a_loadable_adapter(workspace, tmp_path):
+    output = tmp_path / "two-processes"
+    launch = [
+        "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+    ]  # fmt: skip
+    argv = train_argv(workspace, output, "--batch-size", "4")
+    completed = run_cli([*launch, "-m", "lightner", *argv], timeout=400)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    results = json.loads((output / "results.json").read_text())
+    assert results["num_processes"] == 2
+    assert results["steps"] == 8  # 32 sentences / (4 per batch x 2 processes) x 2 epochs
+    epochs = [r for r in read_jsonl(output / "metrics.jsonl") if "epoch/epoch" in r]
+    assert [r["epoch/epoch"] for r in epochs] == [1, 2] and all("epoch/dev_f1" in r for r in epochs)
+    # Dev sentences are split between the processes and gathered back: one process scores the adapter the same.
+    model = LightNerModel.from_pretrained(output)
+    single = evaluate_sentences(model, read_conll(workspace.dev))
+    assert single["f1"] == results["f1"] == results["best_dev_f1"]
+    assert single["num_pred"] == results["num_pred"]
+
+
+def test_missing_backbone_offline_fails_fast_with_a_clear_message(workspace, tmp_path):
+    output = tmp_path / "offline"
+    argv = ["train", "--backbone", "facebook/bart-large", "--train", str(workspace.train), "--output", str(output)]
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-cache")}
+    completed = run_cli(["lightner", *argv], timeout=120, env=offline)
+    assert completed.returncode == 1
+    assert "could not load the backbone 'facebook/bart-large'" in completed.stderr
+    assert "--backbone DIR" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not (output / "checkpoints").exists()
+
+
+def test_push_uploads_the_adapter_and_not_the_backbone(trained, monkeypatch, capsys):
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    sent: dict[str, int] = {}
+    calls: dict[str, dict] = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"] = {"repo_id": repo_id, **kwargs}
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        calls["create_commit"] = {"repo_id": repo_id, **kwargs}
+        for operation in operations:
+            sent[operation.path_in_repo] = Path(operation.path_or_fileobj).stat().st_size
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0")
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        calls["upload_folder"] = {"repo_id": repo_id, **kwargs}
+        sent.update({p.relative_to(folder_path).as_posix(): p.stat().st_size for p in Path(folder_path).rglob("*")})
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0")
+
+    def no_card(*args, **kwargs):
+        raise EntryNotFoundError("no model card yet")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", create_commit)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(huggingface_hub.ModelCard, "load", no_card)
+
+    assert main(["push", "--model", str(trained), "--repo-id", "me/lightner-test", "--private"]) == 0
+    assert calls["create_repo"]["repo_id"] == "me/lightner-test" and calls["create_repo"]["private"] is True
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= sent.keys()
+    assert sent["model.safetensors"] == (trained / "model.safetensors").stat().st_size  # the adapter, no backbone
+    assert "me/lightner-test" in capsys.readouterr().out
