@@ -14,6 +14,17 @@ SHARED_SKIP_REASON = (
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models are dominated by per-op overhead, which extra threads only add to (badly, on a busy machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def shared_path(*parts: str) -> Path:
     """A path inside ../shared, skipping the calling test when it is absent."""
     path = SHARED_DIR.joinpath(*parts)

@@ -19,7 +19,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT, save_tiny_backbone, shared_path
@@ -32,14 +31,6 @@ TRAIN_OPTIONS = [
     "--epochs", "2", "--batch-size", "8", "--lr", "5e-3", "--prompt-hidden-size", "16",
     "--logging-steps", "1", "--checkpoint-steps", "2",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _slice(name: str, count: int, path: Path) -> Path:

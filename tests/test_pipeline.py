@@ -61,15 +61,6 @@ HARD_TEXTS = [text for text, _ in SPLIT_CASES] + [
 SHORT_TEXT = HARD_TEXTS[-4]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are dominated by per-op overhead, which extra threads only add to on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model(tiny_backbone) -> LightNerModel:
     torch.manual_seed(0)

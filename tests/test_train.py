@@ -26,14 +26,6 @@ from lightner.train import (
 from modeling_lightner import LightNerModel
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_protocols_name_the_shared_splits_and_the_reference_settings():
     data = shared_path("data", "lightner")
     indomain = protocol_settings("indomain", data)
