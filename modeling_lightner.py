@@ -172,6 +172,11 @@ class PromptKeyValues:
             {kind: t if t.shape[2] == 1 else t.index_select(2, batch_index) for kind, t in self.tensors.items()}
         )
 
+    def for_module(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """This attention module's prompt keys and values, `[batch or 1, heads, L, head_dim]` each, if it has any."""
+        tensors = self.tensors.get(attention_kind(module))
+        return None if tensors is None else tuple(tensors[module.layer_idx])
+
     def prepend(
         self,
         module: nn.Module,
@@ -180,10 +185,7 @@ class PromptKeyValues:
         value: torch.Tensor,
         attention_mask: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        tensors = self.tensors.get(attention_kind(module))
-        if tensors is None:
-            return key, value, attention_mask
-        prompt_key, prompt_value = tensors[module.layer_idx]
+        prompt_key, prompt_value = self.for_module(module)
         batch, length = key.shape[0], prompt_key.shape[2]
         key = torch.cat([prompt_key.expand(batch, -1, -1, -1).to(key.dtype), key], dim=2)
         value = torch.cat([prompt_value.expand(batch, -1, -1, -1).to(value.dtype), value], dim=2)
@@ -224,9 +226,42 @@ def prompt_attention_forward(
     never holds (or duplicates) them: they are a fixed prefix of every step's keys. Without `lightner_prompts` this is
     plain SDPA, so a backbone switched to this attention still computes plain BART.
     """
-    if lightner_prompts is not None:
-        key, value, attention_mask = lightner_prompts.prepend(module, query, key, value, attention_mask)
+    prompts = lightner_prompts.for_module(module) if lightner_prompts is not None else None
+    if prompts is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    if query.shape[2] == 1 and not module.training:
+        return _one_query_attention(query, key, value, attention_mask, *prompts, kwargs.get("scaling"))
+    key, value, attention_mask = lightner_prompts.prepend(module, query, key, value, attention_mask)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def _one_query_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    prompt_key: torch.Tensor,
+    prompt_value: torch.Tensor,
+    scaling: float | None,
+) -> tuple[torch.Tensor, None]:
+    """Attention of one decoding step over the prompts and the cached keys, without joining them.
+
+    One softmax over both score sets gives exactly attention over the concatenation, but only the scores are joined:
+    concatenating the prompts in front of the whole cache (self- and cross-attention, every layer, every step) was the
+    largest cost of cached generation after the matrix products.
+    """
+    scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+    prompt_scores = query @ prompt_key.to(query.dtype).transpose(-1, -2) * scaling
+    scores = query @ key.transpose(-1, -2) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask[..., -key.shape[2] :], float("-inf"))
+        else:
+            scores = scores + attention_mask[..., -key.shape[2] :]
+    weights = torch.cat([prompt_scores.expand(scores.shape[0], -1, -1, -1), scores], dim=-1).softmax(dim=-1)
+    length = prompt_key.shape[2]
+    output = weights[..., :length] @ prompt_value.to(value.dtype) + weights[..., length:] @ value
+    return output.transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(LIGHTNER_ATTENTION, prompt_attention_forward)
@@ -800,7 +835,7 @@ class LightNerModel(LightNerPreTrainedModel):
             if output_step_logits:
                 step_logits.append(logits)
             reorder = search.step(logits)
-            if cache is not None:
+            if cache is not None and num_beams > 1:  # with one beam each row continues itself
                 cache.reorder_cache(reorder)
         sequences, log_probs = search.best()
         return LightNerGenerationOutput(
