@@ -1,0 +1,572 @@
+#!/usr/bin/env python
+"""Speed and memory of LightNER on the bart-large shape, on this machine.
+
+Measures, on random weights of the bart-large shape (nothing is downloaded or saved) with the real tokenizer, over the
+first N sentences of CoNLL-2003 `test.txt`:
+
+1. greedy generation at batch 32 with the decoder cache versus recomputing the whole prefix at every step;
+2. cached generation against its floor: one encoder pass plus one teacher-forced decoder pass over the same outputs;
+3. a LightNER training step (prompts reparameterised, backbone frozen, AdamW on the adapter) against a plain BART
+   training step that updates every parameter (full fine-tuning), at batch 16;
+4. peak resident memory while generating at batch 32, and while training.
+
+Every generation method does the same work: decoding is forced to the reference's maximum length
+(`config.max_output_length(longest source in the batch)`) by making `</s>` unreachable (see `force_full_length`).
+Generation and training run in separate subprocesses so that each one's peak memory is its own.
+
+    python benchmarks/run.py --json          # full setting (about 20 minutes on 2 CPU cores)
+    python benchmarks/run.py --quick --json  # smaller setting, under a minute
+
+A table goes to stderr; with `--json`, one JSON object goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import inspect
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_FILE = ("data", "lightner", "conll2003", "test.txt")
+TOKENIZER_DIR = ("assets", "bart-large-tokenizer")
+ENTITY_TYPES = ["LOC", "PER", "ORG", "MISC"]
+
+# The project's stated targets: (figure, comparison, bound).
+TARGETS = {
+    "generation_speedup_vs_recompute": (">=", 3.0),
+    "generation_over_floor": ("<=", 1.5),
+    "train_step_over_plain_bart": ("<=", 1.2),
+    "peak_rss_mb": ("<", 3072.0),
+}
+
+FULL = {"sentences": 256, "batch_size": 32, "train_batch_size": 16, "train_steps": 3, "max_length_cap": None}
+QUICK = {"sentences": 16, "batch_size": 32, "train_batch_size": 4, "train_steps": 1, "max_length_cap": 8}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def shared_dir() -> Path:
+    """`$LIGHTNER_SHARED_DIR`, else `<repo>/../shared`; exits with a message naming what is missing."""
+    path = Path(os.environ.get("LIGHTNER_SHARED_DIR", REPO_ROOT.parent / "shared"))
+    for needed in (path.joinpath(*TEST_FILE), path.joinpath(*TOKENIZER_DIR)):
+        if not needed.exists():
+            sys.exit(
+                f"error: {needed} not found. The benchmark reads the CoNLL-2003 test file and the bart-large "
+                "tokenizer from the shared assets; set LIGHTNER_SHARED_DIR to the folder that holds them "
+                f"(default: {path})."
+            )
+    return path
+
+
+def read_conll(path: Path, limit: int) -> list[tuple[list[str], list[str]]]:
+    """The first `limit` sentences as (words, BIO tags): word = first column, tag = last; `-DOCSTART-` skipped.
+
+    Lines are split on `\\n` only and every `\\r` is dropped, so CRLF endings and stray carriage returns both read.
+    """
+    sentences, words, tags = [], [], []
+    for raw in path.read_text(encoding="utf-8").split("\n"):
+        fields = raw.replace("\r", "").split()
+        if not fields:
+            if words:
+                sentences.append((words, tags))
+                words, tags = [], []
+                if len(sentences) == limit:
+                    break
+            continue
+        if fields[0] == "-DOCSTART-":
+            continue
+        words.append(fields[0])
+        tags.append(fields[-1] if len(fields) > 1 else "O")
+    if words and len(sentences) < limit:
+        sentences.append((words, tags))
+    if len(sentences) < limit:
+        sys.exit(f"error: {path} holds only {len(sentences)} sentences, fewer than the {limit} asked for")
+    return sentences
+
+
+def bio_spans(tags: list[str]) -> list[tuple[int, int, str]]:
+    """(start, end exclusive, type) from BIO tags; an `I-X` that does not continue an `X` opens a new entity."""
+    spans, start, kind = [], None, None
+    for position, tag in enumerate([*tags, "O"]):
+        prefix, _, tag_type = tag.partition("-")
+        if start is not None and not (prefix == "I" and tag_type == kind):
+            spans.append((start, position, kind))
+            start, kind = None, None
+        if prefix in ("B", "I") and start is None:
+            start, kind = position, tag_type
+    return spans
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Measurement helpers (workers only: they import torch)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far: `ru_maxrss` (KiB on Linux) in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def vm_hwm_mb() -> float | None:
+    """The kernel's high-water mark of this process's RSS (`VmHWM`), a cross-check of `ru_maxrss`."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def setup_torch(threads: int | None, seed: int):
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    return torch
+
+
+def build_model(shared: Path, seed: int, fold: bool):
+    """A random bart-large-shaped `BartModel` under a fresh LightNER adapter, and the real tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BartConfig, BartModel
+
+    from configuration_lightner import LightNerConfig
+    from modeling_lightner import LightNerModel
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(shared.joinpath(*TOKENIZER_DIR))
+    bart = BartModel(BartConfig())  # BartConfig() defaults are bart-large's shape
+    config = LightNerConfig(backbone="facebook/bart-large", entity_types=ENTITY_TYPES)
+    model = LightNerModel(config, backbone=bart, tokenizer=tokenizer)
+    if fold:
+        model.prompt_encoder.fold()
+    return model, bart, tokenizer
+
+
+def shape_of(bart) -> dict:
+    c = bart.config
+    return {
+        "encoder_layers": c.encoder_layers,
+        "decoder_layers": c.decoder_layers,
+        "d_model": c.d_model,
+        "attention_heads": c.encoder_attention_heads,
+        "ffn_dim": c.encoder_ffn_dim,
+        "vocab_size": c.vocab_size,
+        "backbone_parameters": sum(p.numel() for p in bart.parameters()),
+    }
+
+
+def force_full_length(model) -> None:
+    """Make `</s>` unreachable so that every output runs to the length limit (benchmark only).
+
+    Wraps this model instance's `decode` (which returns the pointer head's scores over the output indices, and which
+    `generate` calls at every step) so that the score of index 1 (`</s>`) is the most negative finite number. With
+    `constrained=False` the search allows every index but `<s>` until the last step, where the length rule allows
+    only `</s>`; so `</s>` is never written early, `_BeamSearch.done()` turns true exactly when `max_length` indices
+    are written, and the decoder runs exactly `max_length` steps (checked after every batch). A finite score rather
+    than -inf keeps the last step's distribution well defined (all its mass on `</s>`). Setting one column costs
+    nothing next to a decoder step.
+    """
+    import torch
+
+    from tokenization_utils import END_INDEX
+
+    original = model.decode
+
+    def decode_without_end(*args, **kwargs):
+        scores = original(*args, **kwargs)
+        scores[..., END_INDEX] = torch.finfo(scores.dtype).min
+        return scores
+
+    model.decode = decode_without_end
+
+
+def adapter_inputs(model):
+    """What `encode`/`decode`/`decoder_token_ids` take besides tensors: the adapter batch (multi-adapter API) or the
+    prompt key/values (single-adapter API), whichever this version of `modeling_lightner` has."""
+    if hasattr(model, "adapter_batch"):
+        return model.adapter_batch()
+    return model.prompt_key_values()
+
+
+def decoder_token_ids(model, index_ids, input_ids):
+    if "adapters" in inspect.signature(model.decoder_token_ids).parameters:
+        return model.decoder_token_ids(index_ids, input_ids, adapter_inputs(model))
+    return model.decoder_token_ids(index_ids, input_ids)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Worker: generation (cached, floor, recompute) in its own process
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def generation_worker(args) -> dict:
+    torch = setup_torch(args.threads, args.seed)
+    from tokenization_utils import START_INDEX, collate, encode_sentences
+
+    shared = shared_dir()
+    sentences = read_conll(shared.joinpath(*TEST_FILE), args.sentences)
+    log("generation: building the model (random bart-large weights)")
+    model, bart, tokenizer = build_model(shared, args.seed, fold=True)
+    model.eval()
+    force_full_length(model)
+    rss_after_build = peak_rss_mb()
+
+    encoded = encode_sentences(tokenizer, [words for words, _ in sentences], bart.config.max_position_embeddings)
+    # Longest first, in batches: what `LightNerModel.predict` does.
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
+    batches = []
+    for first in range(0, len(order), args.batch_size):
+        rows = [encoded[i] for i in order[first : first + args.batch_size]]
+        batch = collate(rows, tokenizer.pad_token_id)
+        forced = model.config.max_output_length(int(batch["attention_mask"].sum(-1).max()))
+        if args.max_length_cap:
+            forced = min(forced, args.max_length_cap)
+        batches.append((batch, forced))
+
+    def generate(batch, forced, use_cache):
+        with torch.inference_mode():
+            output = model.generate(
+                batch["input_ids"],
+                batch["attention_mask"],
+                num_beams=1,
+                max_length=forced,
+                constrained=False,
+                use_cache=use_cache,
+            )
+        sequences = output.sequences
+        # The forcing worked: exactly `forced` steps, `</s>` only at the last one.
+        assert sequences.shape[1] == forced, (sequences.shape, forced)
+        assert not (sequences[:, :-1] == 1).any() and (sequences[:, -1] == 1).all()
+        return sequences
+
+    # Warm-up (thread pools, allocator, first-call dispatch), excluded from timing.
+    warm = {key: value[:2] for key, value in batches[-1][0].items()}
+    generate(warm, 2, True)
+    generate(warm, 2, False)
+
+    log(f"generation: cached, {len(batches)} batches of up to {args.batch_size}")
+    cached_seconds, cached_sequences = [], []
+    for batch, forced in batches:
+        start = time.perf_counter()
+        cached_sequences.append(generate(batch, forced, use_cache=True))
+        cached_seconds.append(time.perf_counter() - start)
+    generation_peak = peak_rss_mb()
+    generation_hwm = vm_hwm_mb()
+    log(f"generation: cached took {sum(cached_seconds):.1f} s, peak RSS {generation_peak:.0f} MiB")
+
+    # Floor: one encoder pass and one teacher-forced decoder pass over exactly what the cached decoder read:
+    # the start index then every generated index but the last (which no step reads).
+    encode_seconds, decode_seconds, agree, total = [], [], 0, 0
+    for (batch, _), sequences in zip(batches, cached_sequences):
+        index_ids = torch.cat([torch.full_like(sequences[:, :1], START_INDEX), sequences[:, :-1]], dim=1)
+        with torch.inference_mode():
+            start = time.perf_counter()
+            prompts = adapter_inputs(model)
+            encoder_hidden = model.encode(batch["input_ids"], batch["attention_mask"], prompts)
+            middle = time.perf_counter()
+            logits = model.decode(index_ids, batch["input_ids"], batch["attention_mask"], encoder_hidden, prompts)
+            end = time.perf_counter()
+        encode_seconds.append(middle - start)
+        decode_seconds.append(end - middle)
+        # Teacher forcing reproduces the greedy choices (the last step is forced to `</s>`, so it is left out).
+        choices = logits[:, :-1].argmax(-1)
+        agree += int((choices == sequences[:, :-1]).sum())
+        total += choices.numel()
+    floor_seconds = sum(encode_seconds) + sum(decode_seconds)
+    log(f"generation: floor took {floor_seconds:.1f} s")
+
+    log("generation: recompute (no cache); the slow one")
+    recompute_seconds, same_rows, rows = [], 0, 0
+    for (batch, forced), reference in zip(batches, cached_sequences):
+        start = time.perf_counter()
+        sequences = generate(batch, forced, use_cache=False)
+        recompute_seconds.append(time.perf_counter() - start)
+        same_rows += int((sequences == reference).all(-1).sum())
+        rows += sequences.shape[0]
+        log(f"generation: recompute batch of {sequences.shape[0]}, {forced} steps: {recompute_seconds[-1]:.1f} s")
+
+    n = len(sentences)
+    return {
+        "sentences": n,
+        "batch_size": args.batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "transformers_version": __import__("transformers").__version__,
+        "shape": shape_of(bart),
+        "forced_lengths": [forced for _, forced in batches],
+        "source_lengths": [int(batch["attention_mask"].sum(-1).max()) for batch, _ in batches],
+        "decoder_steps": sum(forced for _, forced in batches),
+        "cached_seconds": sum(cached_seconds),
+        "cached_batch_seconds": cached_seconds,
+        "cached_sentences_per_s": n / sum(cached_seconds),
+        "recompute_seconds": sum(recompute_seconds),
+        "recompute_batch_seconds": recompute_seconds,
+        "recompute_sentences_per_s": n / sum(recompute_seconds),
+        "floor_seconds": floor_seconds,
+        "floor_encode_seconds": sum(encode_seconds),
+        "floor_decode_seconds": sum(decode_seconds),
+        "recompute_matches_cached_fraction": same_rows / rows,
+        "teacher_forced_matches_greedy_fraction": agree / max(total, 1),
+        "rss_after_build_mb": rss_after_build,
+        "peak_rss_mb": generation_peak,
+        "vm_hwm_mb": generation_hwm,
+        "worker_peak_rss_mb": peak_rss_mb(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Worker: training steps (LightNER, then plain BART) in its own process
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def adamw(torch, parameters: list):
+    """The reference's optimiser (AdamW, lr 2e-5, weight decay 0.01), fused: on this CPU the default (foreach)
+    implementation takes about 2.8 s per step over BART's 406 M parameters against 0.45 s fused, which would make
+    full fine-tuning look slower than it need be; both sides of the comparison use the same one."""
+    return torch.optim.AdamW(parameters, lr=2e-5, weight_decay=0.01, fused=True)
+
+
+def timed_steps(step, steps: int) -> list[float]:
+    """One warm-up step (not timed: allocates optimiser state), then `steps` timed ones."""
+    step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure_lightner_step(args, torch, shared: Path, sentences) -> tuple:
+    """LightNER training steps; returns the backbone and the batch for the plain-BART comparison, and the figures."""
+    from modeling_lightner import shift_labels_right
+    from tokenization_utils import collate, encode_sentences, encode_target
+
+    log("training: building the model (random bart-large weights, reparameterised prompts)")
+    model, bart, tokenizer = build_model(shared, args.seed, fold=False)
+    type_ids = {name: index for index, name in enumerate(model.config.entity_types)}
+    encoded = encode_sentences(tokenizer, [words for words, _ in sentences])
+    targets = [
+        encode_target(sentence, bio_spans(tags), type_ids, index)
+        for index, (sentence, (_, tags)) in enumerate(zip(encoded, sentences))
+    ]
+    batch = collate(encoded, tokenizer.pad_token_id, targets)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = adamw(torch, trainable)
+
+    def lightner_step():
+        optimizer.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+        optimizer.step()
+
+    log(f"training: LightNER step at batch {len(encoded)}, 1 warm-up + {args.train_steps} timed")
+    times = timed_steps(lightner_step, args.train_steps)
+    figures = {
+        "lightner_step_seconds": statistics.median(times),
+        "lightner_step_times": times,
+        "lightner_trainable_parameters": sum(p.numel() for p in trainable),
+        "train_peak_rss_mb": peak_rss_mb(),
+        "train_vm_hwm_mb": vm_hwm_mb(),
+    }
+    with torch.no_grad():
+        decoder_input_ids = decoder_token_ids(model, shift_labels_right(batch["labels"]), batch["input_ids"])
+    return bart, batch, decoder_input_ids, figures
+
+
+def train_worker(args) -> dict:
+    torch = setup_torch(args.threads, args.seed)
+    shared = shared_dir()
+    sentences = read_conll(shared.joinpath(*TEST_FILE), args.train_batch_size)
+    bart, batch, decoder_input_ids, lightner = measure_lightner_step(args, torch, shared, sentences)
+    gc.collect()
+
+    # Plain BART, full fine-tuning: the same backbone and batch, its own SDPA attention, every parameter trained.
+    # (The LightNER adapter and its optimiser are gone; only its peak memory above is LightNER's.)
+    bart.config._attn_implementation = "sdpa"
+    bart.requires_grad_(True)
+    bart.train()
+    bart_optimizer = adamw(torch, list(bart.parameters()))
+
+    def bart_step():
+        bart_optimizer.zero_grad(set_to_none=True)
+        hidden = bart(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=decoder_input_ids,
+        ).last_hidden_state
+        hidden.float().pow(2).mean().backward()
+        bart_optimizer.step()
+
+    log(f"training: plain BART step at batch {len(sentences)}, 1 warm-up + {args.train_steps} timed")
+    bart_times = timed_steps(bart_step, args.train_steps)
+    return {
+        **lightner,
+        "train_batch_size": len(sentences),
+        "train_source_length": int(batch["input_ids"].shape[1]),
+        "train_target_length": int(batch["labels"].shape[1]),
+        "train_steps_timed": args.train_steps,
+        "torch_threads": torch.get_num_threads(),
+        "plain_bart_step_seconds": statistics.median(bart_times),
+        "plain_bart_step_times": bart_times,
+        "plain_bart_trainable_parameters": sum(p.numel() for p in bart.parameters()),
+        "plain_bart_train_peak_rss_mb": peak_rss_mb(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Driver (does not import torch, so that it adds nothing to the workers' memory)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def run_worker(kind: str, args) -> dict:
+    """Run one measurement in a fresh interpreter; its JSON is the last line of its stdout, its log goes to stderr."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--seed", str(args.seed)]
+    command += ["--sentences", str(args.sentences), "--batch-size", str(args.batch_size)]
+    command += ["--train-batch-size", str(args.train_batch_size), "--train-steps", str(args.train_steps)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    if args.max_length_cap:
+        command += ["--max-length-cap", str(args.max_length_cap)]
+    start, load_before = time.perf_counter(), os.getloadavg()
+    completed = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    if completed.returncode != 0:
+        sys.exit(f"error: the {kind} worker failed with exit status {completed.returncode} (its log is above)")
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    result["worker_wall_seconds"] = time.perf_counter() - start
+    # Other processes on the machine share its cores: a 1-minute load well above the threads used means the
+    # timings above are slowed by them.
+    result["load_average_before"], result["load_average_after"] = load_before, os.getloadavg()
+    return result
+
+
+def target_status(figures: dict) -> dict:
+    status = {}
+    for name, (comparison, bound) in TARGETS.items():
+        value = figures[name]
+        met = value >= bound if comparison == ">=" else value <= bound if comparison == "<=" else value < bound
+        status[name] = {"value": value, "target": f"{comparison} {bound:g}", "met": bool(met)}
+    return status
+
+
+def print_table(report: dict) -> None:
+    g, t = report["generation"], report["training"]
+    rows = [
+        (
+            "setting",
+            f"{'quick' if report['quick'] else 'full'}; {g['sentences']} sentences; {g['torch_threads']} threads",
+        ),
+        ("generation: cached", f"{g['cached_sentences_per_s']:.2f} sentences/s ({g['cached_seconds']:.1f} s)"),
+        (
+            "generation: recompute",
+            f"{g['recompute_sentences_per_s']:.3f} sentences/s ({g['recompute_seconds']:.1f} s)",
+        ),
+        (
+            "generation: floor",
+            f"{g['floor_seconds']:.1f} s (encoder {g['floor_encode_seconds']:.1f} s, "
+            f"decoder {g['floor_decode_seconds']:.1f} s)",
+        ),
+        ("forced lengths per batch", ", ".join(str(n) for n in g["forced_lengths"])),
+        ("training: LightNER step", f"{t['lightner_step_seconds']:.2f} s at batch {t['train_batch_size']}"),
+        ("training: plain BART step", f"{t['plain_bart_step_seconds']:.2f} s (all parameters, AdamW)"),
+        (
+            "training peak RSS",
+            f"{t['train_peak_rss_mb']:.0f} MiB (plain BART: {t['plain_bart_train_peak_rss_mb']:.0f})",
+        ),
+    ]
+    for name, entry in report["targets"].items():
+        rows.append((name, f"{entry['value']:.3f}  target {entry['target']}: {'met' if entry['met'] else 'NOT met'}"))
+    width = max(len(name) for name, _ in rows)
+    print("", file=sys.stderr)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}", file=sys.stderr)
+    print(f"{'wall time':<{width}}  {report['wall_seconds']:.0f} s", file=sys.stderr)
+    loads = [g["load_average_before"][0], g["load_average_after"][0], t["load_average_after"][0]]
+    print(f"{'1-min load (start, mid, end)':<{width}}  " + ", ".join(f"{x:.1f}" for x in loads), file=sys.stderr)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--quick", action="store_true", help="small setting that finishes in about a minute")
+    parser.add_argument("--sentences", type=int, help="first N test sentences (256; quick 16)")
+    parser.add_argument("--batch-size", type=int, help="generation batch size (32)")
+    parser.add_argument("--train-batch-size", type=int, help="training batch size (16; quick 4)")
+    parser.add_argument("--train-steps", type=int, help="timed training steps after one warm-up (3; quick 1)")
+    parser.add_argument("--max-length-cap", type=int, help="cap on the forced output length (none; quick 8)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", choices=["generation", "train"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    for key in ("sentences", "batch_size", "train_batch_size", "train_steps"):
+        if getattr(args, key) < 1:
+            parser.error(f"--{key.replace('_', '-')} must be at least 1")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        worker = generation_worker if args.worker == "generation" else train_worker
+        print(json.dumps(worker(args)))
+        return
+    shared_dir()  # fail before starting any worker
+    start = time.perf_counter()
+    generation = run_worker("generation", args)
+    training = run_worker("train", args)
+    figures = {
+        "generation_speedup_vs_recompute": generation["cached_sentences_per_s"]
+        / generation["recompute_sentences_per_s"],
+        "generation_over_floor": generation["cached_seconds"] / generation["floor_seconds"],
+        "train_step_over_plain_bart": training["lightner_step_seconds"] / training["plain_bart_step_seconds"],
+        "peak_rss_mb": generation["peak_rss_mb"],
+        "train_peak_rss_mb": training["train_peak_rss_mb"],
+    }
+    report = {
+        **figures,
+        "targets": target_status(figures),
+        "quick": args.quick,
+        "sentences": generation["sentences"],
+        "batch_size": generation["batch_size"],
+        "train_batch_size": training["train_batch_size"],
+        "torch_threads": generation["torch_threads"],
+        "shape": generation["shape"],
+        "generation": generation,
+        "training": training,
+        "wall_seconds": time.perf_counter() - start,
+        "date": datetime.date.today().isoformat(),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+    }
+    print_table(report)
+    if args.json:
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
