@@ -25,6 +25,24 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+# Prepended to scripts that must prove remote code works alone: the project's modules cannot be imported from the
+# checkout or from an (editable) install, only from the adapter folder's copies under `transformers_modules`.
+REFUSE_PROJECT_IMPORTS = """
+import sys
+
+PROJECT = {"modeling_lightner", "configuration_lightner", "tokenization_utils", "pipeline_lightner", "text_utils"}
+
+
+class RefuseProjectImports:
+    def find_spec(self, name, path=None, target=None):
+        if name in PROJECT:
+            raise ImportError(f"{name} must come from the adapter folder, not from the project")
+
+
+sys.meta_path.insert(0, RefuseProjectImports())
+"""
+
+
 def shared_path(*parts: str) -> Path:
     """A path inside ../shared, skipping the calling test when it is absent."""
     path = SHARED_DIR.joinpath(*parts)

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from conftest import shared_path
+from conftest import REFUSE_PROJECT_IMPORTS, shared_path
 from lightner.data import read_conll
 from lightner.render import render_html
 from modeling_lightner import LightNerModel
@@ -326,24 +326,16 @@ def test_a_100000_character_document(tiny_backbone):
 
 # --- Hub: the pipeline from a saved adapter, in a fresh process -----------------------------------------------------
 
-_FRESH_PROCESS = """
-import json, sys
-
-PROJECT = {"modeling_lightner", "configuration_lightner", "tokenization_utils", "pipeline_lightner", "text_utils"}
-
-
-class RefuseProjectImports:
-    def find_spec(self, name, path=None, target=None):
-        if name in PROJECT:
-            raise ImportError(f"{name} must come from the adapter folder, not from the project")
-
-
-sys.meta_path.insert(0, RefuseProjectImports())
+_FRESH_PROCESS = (
+    REFUSE_PROJECT_IMPORTS
+    + """
+import json
 from transformers import pipeline
 
 ner = pipeline("ner", model=sys.argv[1], trust_remote_code=True)
 print(json.dumps({"class": type(ner).__name__, "module": type(ner).__module__, "entities": ner(sys.argv[2])}))
 """
+)
 
 
 def test_saved_adapter_builds_the_pipeline_in_a_fresh_process(model, ner, tmp_path):
