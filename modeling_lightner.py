@@ -11,14 +11,14 @@ import os
 import tempfile
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoTokenizer, BartModel, PreTrainedModel
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import AttentionInterface
@@ -251,17 +251,28 @@ def _one_query_attention(
     largest cost of cached generation after the matrix products.
     """
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
-    prompt_scores = query @ prompt_key.to(query.dtype).transpose(-1, -2) * scaling
+    prompt_scores = _rows_matmul(query, prompt_key.to(query.dtype).transpose(-1, -2)) * scaling
     scores = query @ key.transpose(-1, -2) * scaling
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores = scores.masked_fill(~attention_mask[..., -key.shape[2] :], float("-inf"))
         else:
             scores = scores + attention_mask[..., -key.shape[2] :]
-    weights = torch.cat([prompt_scores.expand(scores.shape[0], -1, -1, -1), scores], dim=-1).softmax(dim=-1)
+    weights = torch.cat([prompt_scores, scores], dim=-1).softmax(dim=-1)
     length = prompt_key.shape[2]
-    output = weights[..., :length] @ prompt_value.to(value.dtype) + weights[..., length:] @ value
+    output = _rows_matmul(weights[..., :length], prompt_value.to(value.dtype)) + weights[..., length:] @ value
     return output.transpose(1, 2).contiguous(), None
+
+
+def _rows_matmul(rows: torch.Tensor, prompt_part: torch.Tensor) -> torch.Tensor:
+    """`rows @ prompt_part` for one query per row (`[batch, heads, 1, n]`), prompts per row or shared (batch 1).
+
+    Shared prompts would be broadcast to a copy per row; folding the rows into the query dimension instead makes it
+    one small product per head.
+    """
+    if prompt_part.shape[0] == 1 and rows.shape[0] > 1:
+        return (rows.transpose(0, 2) @ prompt_part).transpose(0, 2)
+    return rows @ prompt_part
 
 
 AttentionInterface.register(LIGHTNER_ATTENTION, prompt_attention_forward)
@@ -406,6 +417,25 @@ class AdapterBatch:
             pick(self.type_embeddings),
             pick(self.type_mask),
         )
+
+
+@dataclass
+class EncodedSource:
+    """What every decoder step reads from the source sentences.
+
+    The pointer features `(H[p] + E[src[p]]) / 2` depend on the source alone, so they are computed with the encoder
+    states, once per batch, rather than at every decoding step.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    hidden: torch.Tensor
+    pointer_features: torch.Tensor
+    pointer_mask: torch.Tensor
+
+    def select(self, rows: torch.Tensor) -> EncodedSource:
+        """Rows for a new batch order (beam expansion)."""
+        return EncodedSource(*(getattr(self, f.name).index_select(0, rows) for f in fields(self)))
 
 
 @dataclass
@@ -687,10 +717,18 @@ class LightNerModel(LightNerPreTrainedModel):
     def _adapter_parts(adapter: LightNerAdapter, embeddings: torch.Tensor):
         return adapter.prompt_encoder(), adapter.index_token_ids, adapter.pointer_head.type_embeddings(embeddings)
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, adapters: AdapterBatch) -> torch.Tensor:
-        return self.backbone.encoder(
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, adapters: AdapterBatch) -> EncodedSource:
+        hidden = self.backbone.encoder(
             input_ids=input_ids, attention_mask=attention_mask, lightner_prompts=adapters.prompts
         ).last_hidden_state
+        embeddings = self.backbone.get_input_embeddings().weight
+        return EncodedSource(
+            input_ids,
+            attention_mask,
+            hidden,
+            pointer_features=(hidden + embeddings[input_ids]) / 2,
+            pointer_mask=self.pointer_mask(input_ids, attention_mask),
+        )
 
     def decoder_token_ids(
         self, index_ids: torch.Tensor, input_ids: torch.Tensor, adapters: AdapterBatch
@@ -711,29 +749,26 @@ class LightNerModel(LightNerPreTrainedModel):
     def decode(
         self,
         index_ids: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        encoder_hidden: torch.Tensor,
+        source: EncodedSource,
         adapters: AdapterBatch,
         cache: EncoderDecoderCache | None = None,
     ) -> torch.Tensor:
         """Scores for the steps in `index_ids`, continuing `cache` if given (then only new steps)."""
         decoder_out = self.backbone.decoder(
-            input_ids=self.decoder_token_ids(index_ids, input_ids, adapters),
-            encoder_hidden_states=encoder_hidden,
-            encoder_attention_mask=attention_mask,
+            input_ids=self.decoder_token_ids(index_ids, source.input_ids, adapters),
+            encoder_hidden_states=source.hidden,
+            encoder_attention_mask=source.attention_mask,
             cache=cache,
             use_cache=cache is not None,
             lightner_prompts=adapters.prompts,
         )
-        embeddings = self.backbone.get_input_embeddings().weight
         return score_output_indices(
             decoder_out.last_hidden_state,
-            embeddings[self.tokenizer.eos_token_id],
+            self.backbone.get_input_embeddings().weight[self.tokenizer.eos_token_id],
             adapters.type_embeddings,
             adapters.type_mask,
-            (encoder_hidden + embeddings[input_ids]) / 2,
-            self.pointer_mask(input_ids, attention_mask),
+            source.pointer_features,
+            source.pointer_mask,
             self.config.dropout,
             self.training,
         )
@@ -765,12 +800,12 @@ class LightNerModel(LightNerPreTrainedModel):
         adapters = self.adapter_batch(adapter_names)
         if prompt_key_values is not None:
             adapters.prompts = prompt_key_values
-        encoder_hidden = self.encode(input_ids, attention_mask, adapters)
-        logits = self.decode(decoder_index_ids, input_ids, attention_mask, encoder_hidden, adapters)
+        source = self.encode(input_ids, attention_mask, adapters)
+        logits = self.decode(decoder_index_ids, source, adapters)
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=LABEL_PAD)
-        return LightNerOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoder_hidden)
+        return LightNerOutput(loss=loss, logits=logits, encoder_last_hidden_state=source.hidden)
 
     # --- generation --------------------------------------------------------------------------------------------------
 
@@ -809,9 +844,8 @@ class LightNerModel(LightNerPreTrainedModel):
         if attention_mask is None:
             attention_mask = input_ids.ne(self.tokenizer.pad_token_id).long()
         adapters = self.adapter_batch(adapter_names)
-        encoder_hidden = self.encode(input_ids, attention_mask, adapters)
+        source = self.encode(input_ids, attention_mask, adapters)
         limits = self._output_limits(attention_mask, adapter_names, max_length)
-        beam_rows = torch.arange(input_ids.shape[0], device=input_ids.device).repeat_interleave(num_beams)
         search = _BeamSearch(
             FIRST_TYPE_INDEX + adapters.num_types,
             input_ids.shape[1],
@@ -821,17 +855,14 @@ class LightNerModel(LightNerPreTrainedModel):
             constrained,
             input_ids.device,
         )
-        input_ids, attention_mask, encoder_hidden = (
-            input_ids[beam_rows],
-            attention_mask[beam_rows],
-            encoder_hidden[beam_rows],
-        )
-        adapters = adapters.select(beam_rows)
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache()) if use_cache else None
+        if num_beams > 1:
+            beam_rows = torch.arange(input_ids.shape[0], device=input_ids.device).repeat_interleave(num_beams)
+            source, adapters = source.select(beam_rows), adapters.select(beam_rows)
+        cache = self._decoding_cache(max(limits)) if use_cache else None
         step_logits = []
         while not search.done():
             step_input = search.sequences[:, -1:] if use_cache else search.sequences
-            logits = self.decode(step_input, input_ids, attention_mask, encoder_hidden, adapters, cache)[:, -1]
+            logits = self.decode(step_input, source, adapters, cache)[:, -1]
             if output_step_logits:
                 step_logits.append(logits)
             reorder = search.step(logits)
@@ -844,6 +875,11 @@ class LightNerModel(LightNerPreTrainedModel):
             step_logits=tuple(step_logits) if step_logits else None,
             num_types=adapters.num_types,
         )
+
+    def _decoding_cache(self, max_steps: int) -> EncoderDecoderCache:
+        """Self-attention keys in room reserved for `max_steps` steps; cross-attention keys are written once."""
+        layers = [ReservedRoomLayer(max_steps) for _ in range(self.backbone.config.decoder_layers)]
+        return EncoderDecoderCache(Cache(layers=layers), DynamicCache())
 
     def _output_limits(
         self, attention_mask: torch.Tensor, adapter_names: Sequence[str] | None, max_length: int | None
@@ -922,6 +958,54 @@ class LightNerModel(LightNerPreTrainedModel):
 # ---------------------------------------------------------------------------------------------------------------------
 # Generation: beam search with constraints
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+class ReservedRoomLayer(DynamicLayer):
+    """A decoder self-attention cache layer that writes each step into room reserved up front.
+
+    `DynamicLayer` grows by concatenation, copying the whole cache at every step (quadratic in the output length);
+    generation knows its longest output, so the room is allocated once (and doubled should a step ever not fit).
+    `keys` and `values` are views of the filled part, so attention reads only what was written.
+    """
+
+    def __init__(self, room: int):
+        super().__init__()
+        self.room = max(room, 1)
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        self._key_room = key_states.new_empty((*key_states.shape[:2], self.room, key_states.shape[-1]))
+        self._value_room = value_states.new_empty((*value_states.shape[:2], self.room, value_states.shape[-1]))
+        self.keys, self.values = self._key_room[:, :, :0], self._value_room[:, :, :0]
+        self.is_initialized = True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start = self.keys.shape[-2]
+        end = start + key_states.shape[-2]
+        if end > self._key_room.shape[-2]:
+            self._grow(max(end, 2 * self._key_room.shape[-2]))
+        self._key_room[:, :, start:end] = key_states
+        self._value_room[:, :, start:end] = value_states
+        self.keys, self.values = self._key_room[:, :, :end], self._value_room[:, :, :end]
+        return self.keys, self.values
+
+    def _grow(self, room: int) -> None:
+        filled = self.keys.shape[-2]
+        for name in ("_key_room", "_value_room"):
+            old = getattr(self, name)
+            new = old.new_empty((*old.shape[:2], room, old.shape[-1]))
+            new[:, :, :filled] = old[:, :, :filled]
+            setattr(self, name, new)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        filled = self.keys.shape[-2]
+        if filled > 0:
+            self._key_room[:, :, :filled] = self.keys.index_select(0, beam_idx.to(self.device))
+            self._value_room[:, :, :filled] = self.values.index_select(0, beam_idx.to(self.device))
 
 
 class _BeamSearch:

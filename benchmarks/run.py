@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import inspect
 import json
 import os
 import platform
@@ -121,7 +120,7 @@ def peak_rss_mb() -> float:
 
 
 def vm_hwm_mb() -> float | None:
-    """The kernel's high-water mark of this process's RSS (`VmHWM`), a cross-check of `ru_maxrss`."""
+    """The kernel's high-water mark of this process's RSS (`VmHWM`); unlike `ru_maxrss` it can be reset."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -129,6 +128,16 @@ def vm_hwm_mb() -> float | None:
     except OSError:
         pass
     return None
+
+
+def reset_vm_hwm() -> None:
+    """Reset the kernel's RSS high-water mark of this process (`echo 5 > /proc/self/clear_refs`, Linux >= 4.0).
+
+    Where that is not allowed, `VmHWM` keeps counting from the start, which can only overstate a later peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def log(message: str) -> None:
@@ -202,20 +211,6 @@ def force_full_length(model) -> None:
     model.decode = decode_without_end
 
 
-def adapter_inputs(model):
-    """What `encode`/`decode`/`decoder_token_ids` take besides tensors: the adapter batch (multi-adapter API) or the
-    prompt key/values (single-adapter API), whichever this version of `modeling_lightner` has."""
-    if hasattr(model, "adapter_batch"):
-        return model.adapter_batch()
-    return model.prompt_key_values()
-
-
-def decoder_token_ids(model, index_ids, input_ids):
-    if "adapters" in inspect.signature(model.decoder_token_ids).parameters:
-        return model.decoder_token_ids(index_ids, input_ids, adapter_inputs(model))
-    return model.decoder_token_ids(index_ids, input_ids)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Worker: generation (cached, floor, recompute) in its own process
 # ---------------------------------------------------------------------------------------------------------------------
@@ -269,27 +264,29 @@ def generation_worker(args) -> dict:
     generate(warm, 2, True)
     generate(warm, 2, False)
 
-    log(f"generation: cached, {len(batches)} batches of up to {args.batch_size}")
-    cached_seconds, cached_sequences = [], []
-    for batch, forced in batches:
-        start = time.perf_counter()
-        cached_sequences.append(generate(batch, forced, use_cache=True))
-        cached_seconds.append(time.perf_counter() - start)
-    generation_peak = peak_rss_mb()
-    generation_hwm = vm_hwm_mb()
-    log(f"generation: cached took {sum(cached_seconds):.1f} s, peak RSS {generation_peak:.0f} MiB")
-
-    # Floor: one encoder pass and one teacher-forced decoder pass over exactly what the cached decoder read:
-    # the start index then every generated index but the last (which no step reads).
+    # Cached generation and its floor are measured batch by batch, each floor right after its cached run, so that
+    # both sides of the ratio see the same machine (on a shared host the speed drifts by 10-20% over minutes).
+    # Peak memory is the kernel's high-water mark during the cached runs: it is reset before each one (where Linux
+    # allows) so that the floor's passes do not count.
+    log(f"generation: cached and floor, {len(batches)} batches of up to {args.batch_size}")
+    cached_seconds, cached_sequences, peaks = [], [], [peak_rss_mb()]
     encode_seconds, decode_seconds, agree, total = [], [], 0, 0
-    for (batch, _), sequences in zip(batches, cached_sequences):
+    for batch, forced in batches:
+        reset_vm_hwm()
+        start = time.perf_counter()
+        sequences = generate(batch, forced, use_cache=True)
+        cached_seconds.append(time.perf_counter() - start)
+        cached_sequences.append(sequences)
+        peaks.append(vm_hwm_mb() or peak_rss_mb())
+        # Floor: one encoder pass and one teacher-forced decoder pass over exactly what the cached decoder read:
+        # the start index then every generated index but the last (which no step reads).
         index_ids = torch.cat([torch.full_like(sequences[:, :1], START_INDEX), sequences[:, :-1]], dim=1)
         with torch.inference_mode():
             start = time.perf_counter()
-            prompts = adapter_inputs(model)
-            encoder_hidden = model.encode(batch["input_ids"], batch["attention_mask"], prompts)
+            adapters = model.adapter_batch()
+            source = model.encode(batch["input_ids"], batch["attention_mask"], adapters)
             middle = time.perf_counter()
-            logits = model.decode(index_ids, batch["input_ids"], batch["attention_mask"], encoder_hidden, prompts)
+            logits = model.decode(index_ids, source, adapters)
             end = time.perf_counter()
         encode_seconds.append(middle - start)
         decode_seconds.append(end - middle)
@@ -297,8 +294,17 @@ def generation_worker(args) -> dict:
         choices = logits[:, :-1].argmax(-1)
         agree += int((choices == sequences[:, :-1]).sum())
         total += choices.numel()
+        del source, logits
+        log(
+            f"generation: batch of {sequences.shape[0]}, {forced} steps: cached {cached_seconds[-1]:.1f} s, "
+            f"floor {encode_seconds[-1] + decode_seconds[-1]:.1f} s"
+        )
     floor_seconds = sum(encode_seconds) + sum(decode_seconds)
-    log(f"generation: floor took {floor_seconds:.1f} s")
+    generation_peak = max(peaks)
+    log(
+        f"generation: cached took {sum(cached_seconds):.1f} s, floor {floor_seconds:.1f} s, "
+        f"peak RSS {generation_peak:.0f} MiB"
+    )
 
     log("generation: recompute (no cache); the slow one")
     recompute_seconds, same_rows, rows = [], 0, 0
@@ -334,7 +340,6 @@ def generation_worker(args) -> dict:
         "teacher_forced_matches_greedy_fraction": agree / max(total, 1),
         "rss_after_build_mb": rss_after_build,
         "peak_rss_mb": generation_peak,
-        "vm_hwm_mb": generation_hwm,
         "worker_peak_rss_mb": peak_rss_mb(),
     }
 
@@ -395,7 +400,9 @@ def measure_lightner_step(args, torch, shared: Path, sentences) -> tuple:
         "train_vm_hwm_mb": vm_hwm_mb(),
     }
     with torch.no_grad():
-        decoder_input_ids = decoder_token_ids(model, shift_labels_right(batch["labels"]), batch["input_ids"])
+        decoder_input_ids = model.decoder_token_ids(
+            shift_labels_right(batch["labels"]), batch["input_ids"], model.adapter_batch()
+        )
     return bart, batch, decoder_input_ids, figures
 
 

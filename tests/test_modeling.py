@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from configuration_lightner import LightNerConfig, default_label_words
 from conftest import byte_level_tokenizer, save_tiny_backbone, shared_path
-from modeling_lightner import ATTENTION_KINDS, LightNerModel, PromptKeyValues
+from modeling_lightner import ATTENTION_KINDS, LightNerModel, PromptKeyValues, ReservedRoomLayer
 from tokenization_utils import END_INDEX, FIRST_TYPE_INDEX, collate, encode_sentences, encode_target
 
 TYPES = ["PER", "LOC", "ORG", "fromloc.city_name"]
@@ -102,6 +102,25 @@ def test_cached_decoding_equals_recomputation(model, num_beams, constrained):
         assert torch.equal(torch.isfinite(a), finite), step
         torch.testing.assert_close(a[finite], b[finite], atol=1e-5, rtol=1e-5, msg=f"step {step}")
     assert torch.equal(cached.sequences, recomputed.sequences)
+
+
+def test_reserved_room_cache_equals_concatenation_when_growing_and_reordering():
+    """The decoder's self-attention cache layer holds what HF's concatenating layer holds, also past its room."""
+    from transformers.cache_utils import DynamicLayer
+
+    torch.manual_seed(0)
+    reserved, growing = ReservedRoomLayer(room=2), DynamicLayer()
+    for step in range(7):
+        keys, values = torch.randn(3, 2, 1 + step % 2, 4), torch.randn(3, 2, 1 + step % 2, 5)
+        got, expected = reserved.update(keys, values), growing.update(keys, values)
+        for a, b in zip(got, expected):
+            assert torch.equal(a, b), step
+        if step % 3 == 2:
+            order = torch.tensor([2, 0, 0])
+            reserved.reorder_cache(order)
+            growing.reorder_cache(order)
+            assert torch.equal(reserved.keys, growing.keys) and torch.equal(reserved.values, growing.values)
+    assert reserved.get_seq_length() == growing.get_seq_length() == 10
 
 
 def test_sentence_predicts_the_same_alone_and_in_a_padded_batch(model):
