@@ -48,8 +48,22 @@ TARGETS = {
     "peak_rss_mb": ("<", 3072.0),  # "under 3 GB", read as 3 GiB; the JSON carries the MiB figure for either reading
 }
 
-FULL = {"sentences": 256, "batch_size": 32, "train_batch_size": 16, "train_steps": 3, "max_length_cap": None}
-QUICK = {"sentences": 16, "batch_size": 32, "train_batch_size": 4, "train_steps": 1, "max_length_cap": 8}
+FULL = {
+    "sentences": 256,
+    "batch_size": 32,
+    "train_batch_size": 16,
+    "train_steps": 3,
+    "max_length_cap": None,
+    "plain_bart": True,
+}
+QUICK = {
+    "sentences": 16,
+    "batch_size": 32,
+    "train_batch_size": 4,
+    "train_steps": 1,
+    "max_length_cap": 8,
+    "plain_bart": False,
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -216,6 +230,39 @@ def force_full_length(model) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def plain_bart_seconds(torch, bart, batch, decoder_input_ids) -> tuple[float, float]:
+    """Plain BART on the same work: cached incremental decoding and its floor, in seconds.
+
+    The backbone is called directly, without prompts (LightNER's attention function is then plain SDPA), with
+    transformers' own `DynamicCache`, one decoder token per step; the floor is one encoder pass plus one decoder pass
+    over all the tokens. This is what the backbone alone achieves on this machine, the reference for LightNER's own
+    ratio.
+    """
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    with torch.inference_mode():
+        start = time.perf_counter()
+        hidden = bart.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        for step in range(decoder_input_ids.shape[1]):
+            bart.decoder(
+                input_ids=decoder_input_ids[:, step : step + 1],
+                encoder_hidden_states=hidden,
+                encoder_attention_mask=batch["attention_mask"],
+                cache=cache,
+                use_cache=True,
+            )
+        cached = time.perf_counter() - start
+        del hidden, cache
+        start = time.perf_counter()
+        hidden = bart.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        bart.decoder(
+            input_ids=decoder_input_ids, encoder_hidden_states=hidden, encoder_attention_mask=batch["attention_mask"]
+        )
+        floor = time.perf_counter() - start
+    return cached, floor
+
+
 def generation_worker(args) -> dict:
     torch = setup_torch(args.threads, args.seed)
     from tokenization_utils import START_INDEX, collate, encode_sentences
@@ -271,6 +318,7 @@ def generation_worker(args) -> dict:
     log(f"generation: cached and floor, {len(batches)} batches of up to {args.batch_size}")
     cached_seconds, cached_sequences, peaks = [], [], [peak_rss_mb()]
     encode_seconds, decode_seconds, agree, total = [], [], 0, 0
+    plain_cached_seconds, plain_floor_seconds = [], []
     for batch, forced in batches:
         reset_vm_hwm()
         start = time.perf_counter()
@@ -295,10 +343,14 @@ def generation_worker(args) -> dict:
         agree += int((choices == sequences[:, :-1]).sum())
         total += choices.numel()
         del source, logits
-        log(
-            f"generation: batch of {sequences.shape[0]}, {forced} steps: cached {cached_seconds[-1]:.1f} s, "
-            f"floor {encode_seconds[-1] + decode_seconds[-1]:.1f} s"
-        )
+        message = f"cached {cached_seconds[-1]:.1f} s, floor {encode_seconds[-1] + decode_seconds[-1]:.1f} s"
+        if args.plain_bart:
+            decoder_input_ids = model.decoder_token_ids(index_ids, batch["input_ids"], model.adapter_batch())
+            plain_cached, plain_floor = plain_bart_seconds(torch, bart, batch, decoder_input_ids)
+            plain_cached_seconds.append(plain_cached)
+            plain_floor_seconds.append(plain_floor)
+            message += f"; plain BART cached {plain_cached:.1f} s, floor {plain_floor:.1f} s"
+        log(f"generation: batch of {sequences.shape[0]}, {forced} steps: {message}")
     floor_seconds = sum(encode_seconds) + sum(decode_seconds)
     generation_peak = max(peaks)
     log(
@@ -336,6 +388,11 @@ def generation_worker(args) -> dict:
         "floor_seconds": floor_seconds,
         "floor_encode_seconds": sum(encode_seconds),
         "floor_decode_seconds": sum(decode_seconds),
+        "floor_batch_seconds": [e + d for e, d in zip(encode_seconds, decode_seconds)],
+        "plain_bart_cached_seconds": sum(plain_cached_seconds) if args.plain_bart else None,
+        "plain_bart_floor_seconds": sum(plain_floor_seconds) if args.plain_bart else None,
+        "plain_bart_cached_batch_seconds": plain_cached_seconds,
+        "plain_bart_floor_batch_seconds": plain_floor_seconds,
         "recompute_matches_cached_fraction": same_rows / rows,
         "teacher_forced_matches_greedy_fraction": agree / max(total, 1),
         "rss_after_build_mb": rss_after_build,
@@ -460,6 +517,7 @@ def run_worker(kind: str, args) -> dict:
         command += ["--threads", str(args.threads)]
     if args.max_length_cap:
         command += ["--max-length-cap", str(args.max_length_cap)]
+    command += ["--plain-bart" if args.plain_bart else "--no-plain-bart"]
     start, load_before = time.perf_counter(), os.getloadavg()
     completed = subprocess.run(command, stdout=subprocess.PIPE, text=True)
     if completed.returncode != 0:
@@ -470,6 +528,17 @@ def run_worker(kind: str, args) -> dict:
     # timings above are slowed by them.
     result["load_average_before"], result["load_average_after"] = load_before, os.getloadavg()
     return result
+
+
+def plain_bart_figures(generation: dict) -> dict:
+    """The backbone's own cached-over-floor ratio, and LightNER's cached time over the backbone's (full setting)."""
+    if generation["plain_bart_cached_seconds"] is None:
+        return {"plain_bart_generation_over_floor": None, "generation_over_plain_bart": None}
+    return {
+        "plain_bart_generation_over_floor": generation["plain_bart_cached_seconds"]
+        / generation["plain_bart_floor_seconds"],
+        "generation_over_plain_bart": generation["cached_seconds"] / generation["plain_bart_cached_seconds"],
+    }
 
 
 def target_status(figures: dict) -> dict:
@@ -498,6 +567,17 @@ def print_table(report: dict) -> None:
             f"{g['floor_seconds']:.1f} s (encoder {g['floor_encode_seconds']:.1f} s, "
             f"decoder {g['floor_decode_seconds']:.1f} s)",
         ),
+    ]
+    if report["plain_bart_generation_over_floor"] is not None:
+        rows.append(
+            (
+                "plain BART (no prompts)",
+                f"cached {g['plain_bart_cached_seconds']:.1f} s, floor {g['plain_bart_floor_seconds']:.1f} s: "
+                f"{report['plain_bart_generation_over_floor']:.3f} over its floor; "
+                f"LightNER cached / plain BART cached {report['generation_over_plain_bart']:.3f}",
+            )
+        )
+    rows += [
         ("forced lengths per batch", ", ".join(str(n) for n in g["forced_lengths"])),
         ("training: LightNER step", f"{t['lightner_step_seconds']:.2f} s at batch {t['train_batch_size']}"),
         ("training: plain BART step", f"{t['plain_bart_step_seconds']:.2f} s (all parameters, AdamW)"),
@@ -530,6 +610,11 @@ def parse_args(argv=None):
     parser.add_argument("--train-batch-size", type=int, help="training batch size (16; quick 4)")
     parser.add_argument("--train-steps", type=int, help="timed training steps after one warm-up (3; quick 1)")
     parser.add_argument("--max-length-cap", type=int, help="cap on the forced output length (none; quick 8)")
+    parser.add_argument(
+        "--plain-bart",
+        action=argparse.BooleanOptionalAction,
+        help="also time the backbone alone, cached and floor, as a reference (full: on; quick: off)",
+    )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", choices=["generation", "train"], help=argparse.SUPPRESS)
@@ -558,6 +643,7 @@ def main(argv=None) -> None:
         "generation_speedup_vs_recompute": generation["cached_sentences_per_s"]
         / generation["recompute_sentences_per_s"],
         "generation_over_floor": generation["cached_seconds"] / generation["floor_seconds"],
+        **plain_bart_figures(generation),
         "train_step_over_plain_bart": training["lightner_step_seconds"] / training["plain_bart_step_seconds"],
         "peak_rss_mb": generation["peak_rss_mb"],
         "train_peak_rss_mb": training["train_peak_rss_mb"],
