@@ -6,7 +6,9 @@ CoNLL-2003 `test.txt` re-joined into running text (`text_utils.detokenize`), mea
 
 1. `model.predict(words)` on the original words: the model's own cost, no text handling;
 2. `pipeline(texts)` on the raw texts: word splitting, windows, prediction, character offsets;
-3. `pipeline(words, is_split_into_words=True)` on the same words as 1: the pipeline's overhead alone.
+3. `pipeline(words, is_split_into_words=True)` on the same words as 1: the pipeline's overhead alone;
+4. one long document (`--document-chars`, 100,000 by default: those texts repeated and joined by blank lines) through
+   `pipeline(text)` once, which cuts it into windows: seconds and characters per second.
 
 Each is run `--repeats` times after a warm-up, alternating, and the median is kept. The overhead is
 `predict texts/s / pipeline texts/s - 1` (target: at most 10%). A small model makes the overhead look larger than on
@@ -99,6 +101,11 @@ def measure(shape: str, tokenizer, sentences: list[list[str]], args) -> dict:
         args.repeats,
     )
     rates = {f"{name}_texts_per_s": len(texts) / value for name, value in seconds.items()}
+    joined = "\n\n".join(texts)
+    document = (joined * (args.document_chars // len(joined) + 1))[: args.document_chars]
+    started = time.perf_counter()
+    document_entities = ner(document, batch_size=args.batch_size)
+    document_seconds = time.perf_counter() - started
     return {
         "shape": shape,
         **{f"{name}_seconds": value for name, value in seconds.items()},
@@ -106,11 +113,15 @@ def measure(shape: str, tokenizer, sentences: list[list[str]], args) -> dict:
         "overhead_text": seconds["pipeline_text"] / seconds["predict"] - 1,
         "overhead_words": seconds["pipeline_words"] / seconds["predict"] - 1,
         "texts_split_as_in_data": same_words / len(texts),
+        "document_chars": len(document),
+        "document_seconds": document_seconds,
+        "document_chars_per_s": len(document) / document_seconds,
+        "document_entities": len(document_entities),
     }
 
 
 def print_table(report: dict) -> None:
-    header = ("shape", "predict", "pipeline(text)", "pipeline(words)", "overhead text", "overhead words")
+    header = ("shape", "predict", "pipeline(text)", "pipeline(words)", "overhead text", "overhead words", "document")
     rows = [
         (
             r["shape"],
@@ -119,6 +130,7 @@ def print_table(report: dict) -> None:
             f"{r['pipeline_words_texts_per_s']:.1f}/s",
             f"{r['overhead_text']:+.1%}",
             f"{r['overhead_words']:+.1%}",
+            f"{r['document_chars']:,} chars in {r['document_seconds']:.1f} s",
         )
         for r in report["results"]
     ]
@@ -145,11 +157,14 @@ def parse_args(argv=None):
     parser.add_argument("--sentences", type=int, default=256, help="first N test sentences (256)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of predict and the pipeline (32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each method after a warm-up (3)")
+    parser.add_argument(
+        "--document-chars", type=int, default=100_000, help="length of the long document (100,000 characters)"
+    )
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=["tiny", "small"])
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    for key in ("sentences", "batch_size", "repeats"):
+    for key in ("sentences", "batch_size", "repeats", "document_chars"):
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be at least 1")
     return args

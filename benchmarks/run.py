@@ -359,6 +359,7 @@ def generation_worker(args) -> dict:
     )
 
     log("generation: recompute (no cache); the slow one")
+    reset_vm_hwm()
     recompute_seconds, same_rows, rows = [], 0, 0
     for (batch, forced), reference in zip(batches, cached_sequences):
         start = time.perf_counter()
@@ -397,7 +398,7 @@ def generation_worker(args) -> dict:
         "teacher_forced_matches_greedy_fraction": agree / max(total, 1),
         "rss_after_build_mb": rss_after_build,
         "peak_rss_mb": generation_peak,
-        "worker_peak_rss_mb": peak_rss_mb(),
+        "recompute_peak_rss_mb": vm_hwm_mb() or peak_rss_mb(),
     }
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +44,26 @@ class RefuseProjectImports:
 
 sys.meta_path.insert(0, RefuseProjectImports())
 """
+
+
+def run_without_project(script: str, args: list[str], workdir: Path):
+    """Run `script` in a fresh interpreter that cannot import the project, offline; return its last stdout line's JSON.
+
+    The project is off `sys.path` and refused by an import hook, the Hub is offline and remote code goes to a fresh
+    modules cache under `workdir`: whatever the script loads must come from a saved adapter folder alone.
+    """
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(workdir / "modules"), OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-c", REFUSE_PROJECT_IMPORTS + script, *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def shared_path(*parts: str) -> Path:

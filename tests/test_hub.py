@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BartModel
 
 from configuration_lightner import ADAPTER_FORMAT_VERSION
-from conftest import REFUSE_PROJECT_IMPORTS, save_tiny_backbone
+from conftest import run_without_project, save_tiny_backbone
 from modeling_lightner import ATTENTION_KINDS, LightNerModel
 from tokenization_utils import collate, encode_sentences, encode_target
 
@@ -101,7 +99,7 @@ def test_automodel_loads_in_a_fresh_process_without_the_project(news, tmp_path):
     """Remote code alone: the project is off sys.path, the Hub offline, the backbone a local folder."""
     news.save_pretrained(tmp_path / "adapter")
     expected = _entities(news.predict(SENTENCES))
-    script = REFUSE_PROJECT_IMPORTS + textwrap.dedent(
+    script = textwrap.dedent(
         f"""
         import json
         from transformers import AutoConfig, AutoModel
@@ -112,18 +110,8 @@ def test_automodel_loads_in_a_fresh_process_without_the_project(news, tmp_path):
         print(json.dumps([[(e["start"], e["end"], e["type"], round(e["score"], 5)) for e in s] for s in predictions]))
         """
     )
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(SENTENCES)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == [[list(e) for e in s] for s in expected]
+    got = run_without_project(script, [json.dumps(SENTENCES)], tmp_path)
+    assert got == [[list(e) for e in s] for s in expected]
 
 
 def test_adapters_loaded_one_by_one_share_the_backbone(saved_adapters):

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
-from conftest import REFUSE_PROJECT_IMPORTS, shared_path
+from conftest import run_without_project, shared_path
 from lightner.data import read_conll
 from lightner.render import render_html
 from modeling_lightner import LightNerModel
@@ -306,7 +302,7 @@ def test_over_long_words_are_read_in_pieces(ner):
 
 
 def test_a_100000_character_document(tiny_backbone):
-    """Fast on the tiny backbone: a thousand windows, thousands of entities, every offset exact."""
+    """Hundreds of windows, hundreds of entities, every offset exact (its speed: `benchmarks/pipeline.py`)."""
     torch.manual_seed(0)
     model = LightNerModel.from_backbone(tiny_backbone, TYPES, prompt_hidden_size=48, max_length_b=4, max_length_a=0.05)
     ner = LightNerPipeline(model=model.eval(), batch_size=128)
@@ -315,27 +311,21 @@ def test_a_100000_character_document(tiny_backbone):
         '(and the U.S.).\nOne said: "It\'s done" — 北京 next? 👍🏽\n\n'
     )
     text = (paragraph * (100_000 // len(paragraph) + 1))[:100_000]
-    started = time.perf_counter()
     entities = ner(text)
-    elapsed = time.perf_counter() - started
     assert len(ner.preprocess(text).windows) > 500
     assert len(entities) > 500
     check_entities(text, entities)
-    assert elapsed < 60, f"{elapsed:.1f} s for 100,000 characters"
 
 
 # --- Hub: the pipeline from a saved adapter, in a fresh process -----------------------------------------------------
 
-_FRESH_PROCESS = (
-    REFUSE_PROJECT_IMPORTS
-    + """
+_FRESH_PROCESS = """
 import json
 from transformers import pipeline
 
 ner = pipeline("ner", model=sys.argv[1], trust_remote_code=True)
 print(json.dumps({"class": type(ner).__name__, "module": type(ner).__module__, "entities": ner(sys.argv[2])}))
 """
-)
 
 
 def test_saved_adapter_builds_the_pipeline_in_a_fresh_process(model, ner, tmp_path):
@@ -344,18 +334,7 @@ def test_saved_adapter_builds_the_pipeline_in_a_fresh_process(model, ner, tmp_pa
     config = json.loads((folder / "config.json").read_text())
     assert config["custom_pipelines"]["ner"]["impl"] == "pipeline_lightner.LightNerPipeline"
     assert (folder / "pipeline_lightner.py").exists() and (folder / "text_utils.py").exists()
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
-    run = subprocess.run(
-        [sys.executable, "-c", _FRESH_PROCESS, str(folder), SHORT_TEXT],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = run_without_project(_FRESH_PROCESS, [str(folder), SHORT_TEXT], tmp_path)
     assert result["class"] == "LightNerPipeline"
     assert result["module"].startswith("transformers_modules.")
     assert result["entities"] == pytest.approx(ner(SHORT_TEXT))
