@@ -309,7 +309,8 @@ def _add_predict_parser(commands) -> None:
         choices=INPUT_FORMATS,
         default="auto",
         help="input format (default: auto): .jsonl/.json as JSON Lines, else a CoNLL file if it parses as one, "
-        "else plain text with one sentence per line split on whitespace (a blank line is an empty sentence)",
+        "else plain text with one sentence per line, split into words as the pipeline splits raw text (punctuation "
+        "apart, as in CoNLL data; a blank line is an empty sentence)",
     )
     parser.set_defaults(handler=_run_predict)
 
@@ -378,7 +379,11 @@ def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def read_input_sentences(path: str | os.PathLike, input_format: str = "auto") -> list[list[str]]:
-    """Word lists of a labelled file (labels ignored) or of plain text, one sentence per line."""
+    """Word lists of a labelled file (labels ignored) or of plain text, one sentence per line.
+
+    Plain text is split as the pipeline splits raw text (`text_utils.split_words`): a model trained on CoNLL-style
+    words sees `Paris .` rather than `Paris.`.
+    """
     from .data import DataFormatError, read_conll, read_jsonl
 
     suffix = Path(path).suffix.lower()
@@ -390,7 +395,10 @@ def read_input_sentences(path: str | os.PathLike, input_format: str = "auto") ->
         except DataFormatError:
             if input_format == "conll":
                 raise
-    return [line.split() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    from text_utils import split_words
+
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [[line[start:end] for start, end in split_words(line)] for line in lines]
 
 
 def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -125,7 +125,7 @@ def test_evaluate_prints_a_table_and_writes_results(trained, workspace, tmp_path
 
 def test_predict_reads_conll_jsonl_and_plain_text(trained, workspace, tmp_path):
     text = tmp_path / "raw.txt"
-    text.write_text("EU rejects German call to boycott British lamb .\n\nPeter Blackburn\n")
+    text.write_text("EU rejects German call to boycott British lamb.\n\nPeter Blackburn, (Brussels)\n")
     for source, count in ((workspace.dev, 16), (text, 3)):
         output = tmp_path / f"{source.stem}.jsonl"
         assert main(["predict", "--model", str(trained), "--input", str(source), "--output", str(output)]) == 0
@@ -135,7 +135,10 @@ def test_predict_reads_conll_jsonl_and_plain_text(trained, workspace, tmp_path):
             for entity in record["entities"]:
                 assert {"type", "start", "end", "text", "score"} <= entity.keys()
                 assert entity["text"] == " ".join(record["tokens"][entity["start"] : entity["end"]])
-    assert read_jsonl(tmp_path / "raw.jsonl")[1] == {"tokens": [], "entities": []}
+    raw = read_jsonl(tmp_path / "raw.jsonl")
+    assert raw[0]["tokens"][-2:] == ["lamb", "."]  # plain text is split as the pipeline splits it
+    assert raw[2]["tokens"] == ["Peter", "Blackburn", ",", "(", "Brussels", ")"]
+    assert raw[1] == {"tokens": [], "entities": []}
     # Its own output is JSON Lines input: the same sentences come back, and an HTML page on request.
     again, html = tmp_path / "again.jsonl", tmp_path / "again.html"
     argv = ["predict", "--model", str(trained), "--input", str(tmp_path / "dev.jsonl"), "--output", str(again)]
