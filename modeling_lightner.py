@@ -177,19 +177,21 @@ class PromptKeyValues:
         tensors = self.tensors.get(attention_kind(module))
         return None if tensors is None else tuple(tensors[module.layer_idx])
 
-    def prepend(
-        self,
-        module: nn.Module,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        prompt_key, prompt_value = self.for_module(module)
-        batch, length = key.shape[0], prompt_key.shape[2]
-        key = torch.cat([prompt_key.expand(batch, -1, -1, -1).to(key.dtype), key], dim=2)
-        value = torch.cat([prompt_value.expand(batch, -1, -1, -1).to(value.dtype), value], dim=2)
-        return key, value, _mask_with_prompt_slots(module, query, key, attention_mask, length)
+
+def _prepend_prompts(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    prompt_key: torch.Tensor,
+    prompt_value: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Keys and values with the prompts in front, and the mask widened to match."""
+    batch, length = key.shape[0], prompt_key.shape[2]
+    key = torch.cat([prompt_key.expand(batch, -1, -1, -1).to(key.dtype), key], dim=2)
+    value = torch.cat([prompt_value.expand(batch, -1, -1, -1).to(value.dtype), value], dim=2)
+    return key, value, _mask_with_prompt_slots(module, query, key, attention_mask, length)
 
 
 def _mask_with_prompt_slots(
@@ -231,7 +233,7 @@ def prompt_attention_forward(
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     if query.shape[2] == 1 and not module.training:
         return _one_query_attention(query, key, value, attention_mask, *prompts, kwargs.get("scaling"))
-    key, value, attention_mask = lightner_prompts.prepend(module, query, key, value, attention_mask)
+    key, value, attention_mask = _prepend_prompts(module, query, key, value, attention_mask, *prompts)
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
