@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import os
@@ -418,18 +417,20 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
 def html_page(sentences: Sequence[Sequence[str]], predictions: Sequence[Sequence[dict]]) -> str:
     """The sentences, words joined by spaces, with their entities marked (word offsets turned into characters)."""
+    from text_utils import join_words
+
     from .render import render_html
 
     texts, groups = [], []
     for words, entities in zip(sentences, predictions):
-        starts = list(itertools.accumulate((len(word) + 1 for word in words), initial=0))
-        texts.append(" ".join(words))
+        text, spans = join_words(words)
+        texts.append(text)
         groups.append(
             [
                 {
                     "entity_group": e["type"],
-                    "start": starts[e["start"]],
-                    "end": starts[e["end"]] - 1,
+                    "start": spans[e["start"]][0],
+                    "end": spans[e["end"] - 1][1],
                     "score": e["score"],
                 }
                 for e in entities
