@@ -27,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from shared_assets import REPO_ROOT, TEST_FILE, TOKENIZER_DIR, shared_dir
+
 sys.path.insert(0, str(REPO_ROOT))
 
 TYPE_SETS = [
@@ -35,13 +36,6 @@ TYPE_SETS = [
     ["TITLE", "DIRECTOR", "ACTOR", "GENRE", "YEAR"],
     ["fromloc.city_name", "toloc.city_name", "airline_name"],
 ]
-
-
-def shared_dir() -> Path:
-    path = Path(os.environ.get("LIGHTNER_SHARED_DIR", REPO_ROOT.parent / "shared"))
-    if not (path / "assets" / "bart-large-tokenizer").exists():
-        sys.exit(f"error: {path}/assets/bart-large-tokenizer not found; set LIGHTNER_SHARED_DIR")
-    return path
 
 
 def memory_mb() -> dict[str, float]:
@@ -65,7 +59,7 @@ def bart_large_backbone(seed: int):
 def read_words(shared: Path, limit: int) -> list[list[str]]:
     from lightner.data import read_conll
 
-    return [s.words for s in read_conll(shared / "data" / "lightner" / "conll2003" / "test.txt")[:limit]]
+    return [s.words for s in read_conll(shared.joinpath(*TEST_FILE))[:limit]]
 
 
 def make_adapters(folder: Path, count: int, shared: Path) -> tuple[list[Path], int]:
@@ -77,7 +71,7 @@ def make_adapters(folder: Path, count: int, shared: Path) -> tuple[list[Path], i
     from configuration_lightner import LightNerConfig
     from modeling_lightner import LightNerModel
 
-    tokenizer = AutoTokenizer.from_pretrained(shared / "assets" / "bart-large-tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(shared.joinpath(*TOKENIZER_DIR))
     backbone = bart_large_backbone(0)
     folders = []
     for index in range(count):
@@ -98,7 +92,7 @@ def load_model(folders: list[Path], shared: Path):
 
     from modeling_lightner import LightNerModel
 
-    tokenizer = AutoTokenizer.from_pretrained(shared / "assets" / "bart-large-tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(shared.joinpath(*TOKENIZER_DIR))
     model = LightNerModel.from_pretrained(folders[0], backbone=bart_large_backbone(0), tokenizer=tokenizer)
     for index, folder in enumerate(folders[1:], start=1):
         model.load_adapter(folder, adapter_name=f"adapter{index}")
@@ -170,7 +164,7 @@ def main(argv=None) -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--folders", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    shared = shared_dir()
+    shared = shared_dir(TEST_FILE)
     if args.worker:
         folders = [Path(f) for f in json.loads(args.folders)]
         if args.worker == "memory":

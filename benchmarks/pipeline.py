@@ -26,14 +26,11 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from shared_assets import ENTITY_TYPES, REPO_ROOT, TEST_FILE, TOKENIZER_DIR, shared_dir
+
 sys.path.insert(0, str(REPO_ROOT))
 
-TEST_FILE = ("data", "lightner", "conll2003", "test.txt")
-TOKENIZER_DIR = ("assets", "bart-large-tokenizer")
-ENTITY_TYPES = ["LOC", "PER", "ORG", "MISC"]
 OVERHEAD_TARGET = 0.10
 
 # Backbone shapes (BartConfig fields); the vocabulary is the real tokenizer's.
@@ -43,15 +40,6 @@ SHAPES = {
     "small": dict(d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention_heads=4,
                   decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024),
 }  # fmt: skip
-
-
-def shared_dir() -> Path:
-    """`$LIGHTNER_SHARED_DIR`, else `<repo>/../shared`; exits with a message naming what is missing."""
-    path = Path(os.environ.get("LIGHTNER_SHARED_DIR", REPO_ROOT.parent / "shared"))
-    for needed in (path.joinpath(*TEST_FILE), path.joinpath(*TOKENIZER_DIR)):
-        if not needed.exists():
-            sys.exit(f"error: {needed} not found; set LIGHTNER_SHARED_DIR to the shared assets folder")
-    return path
 
 
 def build_model(shape: str, tokenizer, seed: int):
@@ -172,7 +160,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    shared = shared_dir()
+    shared = shared_dir(TEST_FILE)
     import torch
     from transformers import AutoTokenizer
 

@@ -35,10 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TEST_FILE = ("data", "lightner", "conll2003", "test.txt")
-TOKENIZER_DIR = ("assets", "bart-large-tokenizer")
-ENTITY_TYPES = ["LOC", "PER", "ORG", "MISC"]
+from shared_assets import ENTITY_TYPES, REPO_ROOT, TEST_FILE, TOKENIZER_DIR, log, shared_dir
 
 # The project's stated targets: (figure, comparison, bound).
 TARGETS = {
@@ -69,19 +66,6 @@ QUICK = {
 # ---------------------------------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def shared_dir() -> Path:
-    """`$LIGHTNER_SHARED_DIR`, else `<repo>/../shared`; exits with a message naming what is missing."""
-    path = Path(os.environ.get("LIGHTNER_SHARED_DIR", REPO_ROOT.parent / "shared"))
-    for needed in (path.joinpath(*TEST_FILE), path.joinpath(*TOKENIZER_DIR)):
-        if not needed.exists():
-            sys.exit(
-                f"error: {needed} not found. The benchmark reads the CoNLL-2003 test file and the bart-large "
-                "tokenizer from the shared assets; set LIGHTNER_SHARED_DIR to the folder that holds them "
-                f"(looked in {path})."
-            )
-    return path
 
 
 def read_conll(path: Path, limit: int) -> list[tuple[list[str], list[str]]]:
@@ -152,10 +136,6 @@ def reset_vm_hwm() -> None:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def setup_torch(threads: int | None, seed: int):
@@ -267,7 +247,7 @@ def generation_worker(args) -> dict:
     torch = setup_torch(args.threads, args.seed)
     from tokenization_utils import START_INDEX, collate, encode_sentences
 
-    shared = shared_dir()
+    shared = shared_dir(TEST_FILE)
     sentences = read_conll(shared.joinpath(*TEST_FILE), args.sentences)
     log("generation: building the model (random bart-large weights)")
     model, bart, tokenizer = build_model(shared, args.seed, fold=True)
@@ -466,7 +446,7 @@ def measure_lightner_step(args, torch, shared: Path, sentences) -> tuple:
 
 def train_worker(args) -> dict:
     torch = setup_torch(args.threads, args.seed)
-    shared = shared_dir()
+    shared = shared_dir(TEST_FILE)
     sentences = read_conll(shared.joinpath(*TEST_FILE), args.train_batch_size)
     bart, batch, decoder_input_ids, lightner = measure_lightner_step(args, torch, shared, sentences)
     gc.collect()
@@ -636,7 +616,7 @@ def main(argv=None) -> None:
         worker = generation_worker if args.worker == "generation" else train_worker
         print(json.dumps(worker(args)))
         return
-    shared_dir()  # fail before starting any worker
+    shared_dir(TEST_FILE)  # fail before starting any worker
     start = time.perf_counter()
     generation = run_worker("generation", args)
     training = run_worker("train", args)

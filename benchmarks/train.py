@@ -28,25 +28,10 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TRAIN_FILE = ("data", "lightner", "conll2003", "indomain-train.txt")
-TOKENIZER_DIR = ("assets", "bart-large-tokenizer")
+from shared_assets import REPO_ROOT, TOKENIZER_DIR, TRAIN_FILE, log, shared_dir
+
 MODES = {"prompt": "prompt-only (LightNER)", "full": "full fine-tuning (BARTNER)"}
-
-
-def shared_dir() -> Path:
-    """`$LIGHTNER_SHARED_DIR`, else `<repo>/../shared`; exits with a message naming what is missing."""
-    path = Path(os.environ.get("LIGHTNER_SHARED_DIR", REPO_ROOT.parent / "shared"))
-    for needed in (path.joinpath(*TRAIN_FILE), path.joinpath(*TOKENIZER_DIR)):
-        if not needed.exists():
-            sys.exit(f"error: {needed} not found; set LIGHTNER_SHARED_DIR to the folder holding the shared assets")
-    return path
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def peak_rss_mb() -> float:
@@ -71,7 +56,7 @@ def worker(mode: str, steps: int, batch_size: int, seed: int) -> dict:
     from lightner.train import Collator, encode_examples, make_optimizer, training_step
     from modeling_lightner import LightNerModel
 
-    shared = shared_dir()
+    shared = shared_dir(TRAIN_FILE)
     sentences = read_conll(shared.joinpath(*TRAIN_FILE))
     types = entity_types(sentences)
     torch.manual_seed(seed)
@@ -156,7 +141,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.steps, args.batch_size, args.seed)))
         return
-    shared_dir()
+    shared_dir(TRAIN_FILE)
     results = [run_worker(mode, args) for mode in args.modes]
     print(table(results), file=sys.stderr)
     if args.json:
