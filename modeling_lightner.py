@@ -24,32 +24,18 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import AttentionInterface
 from transformers.utils import ModelOutput, cached_file
 
-try:
-    from .configuration_lightner import BACKBONE_SHAPE_FIELDS, LightNerConfig
-    from .tokenization_utils import (
-        END_INDEX,
-        FIRST_TYPE_INDEX,
-        LABEL_PAD,
-        START_INDEX,
-        EncodedSentence,
-        collate,
-        decode_indices,
-        encode_sentences,
-        label_word_token_ids,
-    )
-except ImportError:  # imported as a top-level module (pip install) rather than as Hub remote code
-    from configuration_lightner import BACKBONE_SHAPE_FIELDS, LightNerConfig
-    from tokenization_utils import (
-        END_INDEX,
-        FIRST_TYPE_INDEX,
-        LABEL_PAD,
-        START_INDEX,
-        EncodedSentence,
-        collate,
-        decode_indices,
-        encode_sentences,
-        label_word_token_ids,
-    )
+from .configuration_lightner import BACKBONE_SHAPE_FIELDS, LightNerConfig
+from .tokenization_utils import (
+    END_INDEX,
+    FIRST_TYPE_INDEX,
+    LABEL_PAD,
+    START_INDEX,
+    EncodedSentence,
+    collate,
+    decode_indices,
+    encode_sentences,
+    label_word_token_ids,
+)
 
 ADAPTER_WEIGHTS_NAME = "model.safetensors"
 TRAINED_BACKBONE_FOLDER = "backbone"
@@ -583,10 +569,8 @@ class LightNerModel(LightNerPreTrainedModel):
         try:
             kwargs["state_dict"] = self.adapters[name].file_state(dtype)
             # Pipeline registration (pipeline_lightner.py): `custom_pipelines` in config.json and the pipeline's files.
-            try:
-                from .pipeline_lightner import add_pipeline_to_folder
-            except ImportError:
-                from pipeline_lightner import add_pipeline_to_folder
+            from .pipeline_lightner import add_pipeline_to_folder
+
             add_pipeline_to_folder(save_directory, self.config)
             super().save_pretrained(save_directory, **kwargs)
         finally:

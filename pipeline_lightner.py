@@ -21,10 +21,7 @@ from typing import Any
 from transformers import Pipeline
 from transformers.dynamic_module_utils import custom_object_save
 
-try:
-    from .text_utils import Window, join_words, plan_windows, sentence_starts, split_long_spans, split_words
-except ImportError:  # imported as a top-level module (pip install) rather than as Hub remote code
-    from text_utils import Window, join_words, plan_windows, sentence_starts, split_long_spans, split_words
+from .text_utils import Window, join_words, plan_windows, sentence_starts, split_long_spans, split_words
 
 # The task name under which a saved adapter registers the pipeline. `pipeline()` looks a task up among the config's
 # `custom_pipelines` before resolving aliases, so "ner" reaches this class rather than the token-classification one.

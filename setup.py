@@ -12,14 +12,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    py_modules=[
-        "configuration_lightner",
-        "modeling_lightner",
-        "tokenization_utils",
-        "pipeline_lightner",
-        "text_utils",
-    ],
-    packages=find_packages(include=["lightner", "lightner.*", "convert"]),
+    # The Hub needs the model's files at the repository's top level; `lightner/` holds links to them (and to
+    # `convert/`), so that they install as `lightner.modeling_lightner`, `lightner.convert`, ... and no generic
+    # top-level name lands in site-packages.
+    packages=find_packages(include=["lightner", "lightner.*"]),
     package_data={"lightner": ["span_f1/*.py", "span_f1/*.md"]},
     install_requires=[
         "torch>=2.6",

@@ -27,9 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared_assets import REPO_ROOT, TEST_FILE, TOKENIZER_DIR, shared_dir
-
-sys.path.insert(0, str(REPO_ROOT))
+from shared_assets import TEST_FILE, TOKENIZER_DIR, shared_dir
 
 TYPE_SETS = [
     ["LOC", "PER", "ORG", "MISC"],
@@ -68,8 +66,8 @@ def make_adapters(folder: Path, count: int, shared: Path) -> tuple[list[Path], i
     import torch
     from transformers import AutoTokenizer
 
-    from configuration_lightner import LightNerConfig
-    from modeling_lightner import LightNerModel
+    from lightner.configuration_lightner import LightNerConfig
+    from lightner.modeling_lightner import LightNerModel
 
     tokenizer = AutoTokenizer.from_pretrained(shared.joinpath(*TOKENIZER_DIR))
     backbone = bart_large_backbone(0)
@@ -90,7 +88,7 @@ def make_adapters(folder: Path, count: int, shared: Path) -> tuple[list[Path], i
 def load_model(folders: list[Path], shared: Path):
     from transformers import AutoTokenizer
 
-    from modeling_lightner import LightNerModel
+    from lightner.modeling_lightner import LightNerModel
 
     tokenizer = AutoTokenizer.from_pretrained(shared.joinpath(*TOKENIZER_DIR))
     model = LightNerModel.from_pretrained(folders[0], backbone=bart_large_backbone(0), tokenizer=tokenizer)
@@ -110,7 +108,7 @@ def memory_worker(folders: list[Path], shared: Path) -> dict:
 def throughput_worker(folders: list[Path], shared: Path, sentences: int, batch_size: int, repeats: int) -> dict:
     import torch
 
-    from tokenization_utils import END_INDEX, collate, encode_sentences
+    from lightner.tokenization_utils import END_INDEX, collate, encode_sentences
 
     torch.manual_seed(0)
     model = load_model(folders, shared)

@@ -27,9 +27,7 @@ import statistics
 import sys
 import time
 
-from shared_assets import ENTITY_TYPES, REPO_ROOT, TEST_FILE, TOKENIZER_DIR, shared_dir
-
-sys.path.insert(0, str(REPO_ROOT))
+from shared_assets import ENTITY_TYPES, TEST_FILE, TOKENIZER_DIR, shared_dir
 
 OVERHEAD_TARGET = 0.10
 
@@ -47,8 +45,8 @@ def build_model(shape: str, tokenizer, seed: int):
     import torch
     from transformers import BartConfig, BartModel
 
-    from configuration_lightner import LightNerConfig
-    from modeling_lightner import LightNerModel
+    from lightner.configuration_lightner import LightNerConfig
+    from lightner.modeling_lightner import LightNerModel
 
     torch.manual_seed(seed)
     bart = BartModel(BartConfig(vocab_size=len(tokenizer), max_position_embeddings=1024, **SHAPES[shape]))
@@ -72,8 +70,8 @@ def median_seconds(runs: dict[str, callable], repeats: int) -> dict[str, float]:
 
 
 def measure(shape: str, tokenizer, sentences: list[list[str]], args) -> dict:
-    from pipeline_lightner import LightNerPipeline
-    from text_utils import detokenize, split_words
+    from lightner.pipeline_lightner import LightNerPipeline
+    from lightner.text_utils import detokenize, split_words
 
     model = build_model(shape, tokenizer, args.seed)
     ner = LightNerPipeline(model=model, device=-1)

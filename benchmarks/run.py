@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared_assets import ENTITY_TYPES, REPO_ROOT, TEST_FILE, TOKENIZER_DIR, log, shared_dir
+from shared_assets import ENTITY_TYPES, TEST_FILE, TOKENIZER_DIR, log, shared_dir
 
 # The project's stated targets: (figure, comparison, bound).
 TARGETS = {
@@ -139,8 +139,6 @@ def reset_vm_hwm() -> None:
 
 
 def setup_torch(threads: int | None, seed: int):
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
     import torch
 
     if threads:
@@ -154,8 +152,8 @@ def build_model(shared: Path, seed: int, fold: bool):
     import torch
     from transformers import AutoTokenizer, BartConfig, BartModel
 
-    from configuration_lightner import LightNerConfig
-    from modeling_lightner import LightNerModel
+    from lightner.configuration_lightner import LightNerConfig
+    from lightner.modeling_lightner import LightNerModel
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(shared.joinpath(*TOKENIZER_DIR))
@@ -193,7 +191,7 @@ def force_full_length(model) -> None:
     """
     import torch
 
-    from tokenization_utils import END_INDEX
+    from lightner.tokenization_utils import END_INDEX
 
     original = model.decode
 
@@ -245,7 +243,7 @@ def plain_bart_seconds(torch, bart, batch, decoder_input_ids) -> tuple[float, fl
 
 def generation_worker(args) -> dict:
     torch = setup_torch(args.threads, args.seed)
-    from tokenization_utils import START_INDEX, collate, encode_sentences
+    from lightner.tokenization_utils import START_INDEX, collate, encode_sentences
 
     shared = shared_dir(TEST_FILE)
     sentences = read_conll(shared.joinpath(*TEST_FILE), args.sentences)
@@ -407,8 +405,8 @@ def timed_steps(step, steps: int) -> list[float]:
 
 def measure_lightner_step(args, torch, shared: Path, sentences) -> tuple:
     """LightNER training steps; returns the backbone and the batch for the plain-BART comparison, and the figures."""
-    from modeling_lightner import shift_labels_right
-    from tokenization_utils import collate, encode_sentences, encode_target
+    from lightner.modeling_lightner import shift_labels_right
+    from lightner.tokenization_utils import collate, encode_sentences, encode_target
 
     log("training: building the model (random bart-large weights, reparameterised prompts)")
     model, bart, tokenizer = build_model(shared, args.seed, fold=False)

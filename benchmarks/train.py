@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 
-from shared_assets import REPO_ROOT, TOKENIZER_DIR, TRAIN_FILE, log, shared_dir
+from shared_assets import TOKENIZER_DIR, TRAIN_FILE, log, shared_dir
 
 MODES = {"prompt": "prompt-only (LightNER)", "full": "full fine-tuning (BARTNER)"}
 
@@ -45,16 +45,15 @@ def peak_rss_mb() -> float:
 
 
 def worker(mode: str, steps: int, batch_size: int, seed: int) -> dict:
-    sys.path.insert(0, str(REPO_ROOT))
     import torch
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
     from transformers import AutoTokenizer, BartConfig, BartModel, get_linear_schedule_with_warmup
 
-    from configuration_lightner import LightNerConfig
+    from lightner.configuration_lightner import LightNerConfig
     from lightner.data import entity_types, read_conll
+    from lightner.modeling_lightner import LightNerModel
     from lightner.train import Collator, encode_examples, make_optimizer, training_step
-    from modeling_lightner import LightNerModel
 
     shared = shared_dir(TRAIN_FILE)
     sentences = read_conll(shared.joinpath(*TRAIN_FILE))

@@ -20,10 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python convert/convert_data.py`: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lightner.data import (  # noqa: E402
+from lightner.data import (
     Sentence,
     Span,
     entity_types,

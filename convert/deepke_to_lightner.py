@@ -23,13 +23,10 @@ import torch
 from torch.nn import functional as F
 from transformers import AutoTokenizer, BartConfig, BartModel
 
-if __package__ in (None, ""):  # run as `python convert/deepke_to_lightner.py`: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from configuration_lightner import LightNerConfig  # noqa: E402
-from convert.presets import DEEPKE_PRESETS, load_label_map  # noqa: E402
-from modeling_lightner import ADAPTER_WEIGHTS_NAME, LightNerModel  # noqa: E402
-from tokenization_utils import label_word_token_ids  # noqa: E402
+from lightner.configuration_lightner import LightNerConfig
+from lightner.convert.presets import DEEPKE_PRESETS, load_label_map
+from lightner.modeling_lightner import ADAPTER_WEIGHTS_NAME, LightNerModel
+from lightner.tokenization_utils import label_word_token_ids
 
 DEFAULT_BACKBONE = "facebook/bart-large"
 ENCODER_PREFIX = "prompt_model.prompt_encoder.bart_encoder."

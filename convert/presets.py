@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from configuration_lightner import default_label_words
+from lightner.configuration_lightner import default_label_words
 
 # Type name -> label words, in the reference's (index) order.
 DEEPKE_PRESETS: dict[str, dict[str, str]] = {

@@ -333,7 +333,7 @@ def _add_push_parser(commands) -> None:
 
 
 def _add_convert_parser(commands) -> None:
-    from convert.deepke_to_lightner import add_arguments
+    from lightner.convert.deepke_to_lightner import add_arguments
 
     parser = commands.add_parser(
         "convert-deepke",
@@ -346,7 +346,7 @@ def _add_convert_parser(commands) -> None:
 
 
 def _run_convert(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from convert.deepke_to_lightner import run
+    from lightner.convert.deepke_to_lightner import run
 
     return run(args)
 
@@ -354,7 +354,7 @@ def _run_convert(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 def _load_model(args: argparse.Namespace):
     import torch
 
-    from modeling_lightner import LightNerModel
+    from lightner.modeling_lightner import LightNerModel
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return LightNerModel.from_pretrained(args.model).to(device)
@@ -394,7 +394,7 @@ def read_input_sentences(path: str | os.PathLike, input_format: str = "auto") ->
         except DataFormatError:
             if input_format == "conll":
                 raise
-    from text_utils import split_words
+    from lightner.text_utils import split_words
 
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     return [[line[start:end] for start, end in split_words(line)] for line in lines]
@@ -417,7 +417,7 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
 def html_page(sentences: Sequence[Sequence[str]], predictions: Sequence[Sequence[dict]]) -> str:
     """The sentences, words joined by spaces, with their entities marked (word offsets turned into characters)."""
-    from text_utils import join_words
+    from lightner.text_utils import join_words
 
     from .render import render_html
 

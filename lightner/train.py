@@ -39,9 +39,9 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import cached_file
 
-from configuration_lightner import LightNerConfig
-from modeling_lightner import ADAPTER_WEIGHTS_NAME, LightNerModel
-from tokenization_utils import EncodedSentence, collate, encode_sentences, encode_target
+from lightner.configuration_lightner import LightNerConfig
+from lightner.modeling_lightner import ADAPTER_WEIGHTS_NAME, LightNerModel
+from lightner.tokenization_utils import EncodedSentence, collate, encode_sentences, encode_target
 
 from .data import Sentence, entity_types, load_sentences
 from .metrics import span_f1

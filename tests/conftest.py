@@ -33,12 +33,13 @@ def one_torch_thread():
 REFUSE_PROJECT_IMPORTS = """
 import sys
 
-PROJECT = {"modeling_lightner", "configuration_lightner", "tokenization_utils", "pipeline_lightner", "text_utils"}
+PROJECT = {"lightner", "modeling_lightner", "configuration_lightner", "tokenization_utils", "pipeline_lightner"}
+PROJECT |= {"text_utils", "generation_lightner", "hub_lightner"}
 
 
 class RefuseProjectImports:
     def find_spec(self, name, path=None, target=None):
-        if name in PROJECT:
+        if name.split(".")[0] in PROJECT:
             raise ImportError(f"{name} must come from the adapter folder, not from the project")
 
 

@@ -24,8 +24,8 @@ from safetensors.torch import load_file
 from conftest import REPO_ROOT, save_tiny_backbone, shared_path
 from lightner.cli import build_parser, html_page, main
 from lightner.data import read_conll, write_conll
+from lightner.modeling_lightner import LightNerModel
 from lightner.train import INTERRUPTED_EXIT_CODE, evaluate_sentences
-from modeling_lightner import LightNerModel
 
 TRAIN_OPTIONS = [
     "--epochs", "2", "--batch-size", "8", "--lr", "5e-3", "--prompt-hidden-size", "16",

@@ -17,10 +17,10 @@ from torch.nn import functional as F
 from transformers import BartModel
 
 from conftest import byte_level_tokenizer, save_tiny_backbone, shared_path
-from convert.deepke_to_lightner import ConversionError, convert_checkpoint, main
-from convert.presets import DEEPKE_PRESETS, load_label_map
-from modeling_lightner import LightNerModel
-from tokenization_utils import collate, encode_sentences, encode_target
+from lightner.convert.deepke_to_lightner import ConversionError, convert_checkpoint, main
+from lightner.convert.presets import DEEPKE_PRESETS, load_label_map
+from lightner.modeling_lightner import LightNerModel
+from lightner.tokenization_utils import collate, encode_sentences, encode_target
 
 TYPES = ["LOC", "PER", "ORG", "MISC"]
 # With the byte-level test tokenizer a word is one piece per character: 1, 2, 3 and 1 pieces, so the two multi-piece
@@ -393,7 +393,7 @@ def test_refuses_a_backbone_of_another_shape(checkpoint, tmp_path, tokenizer):
 
 
 def test_presets_reproduce_the_reference_mappings(real_tokenizer):
-    from tokenization_utils import label_word_token_ids
+    from lightner.tokenization_utils import label_word_token_ids
 
     reference = json.loads(shared_path("docs", "deepke_label_maps.json").read_text())
     assert list(DEEPKE_PRESETS) == list(reference)
@@ -462,7 +462,7 @@ CONLL_TEXT = (
 
 
 def test_conll_jsonl_and_datasets_round_trip_every_sentence(tmp_path):
-    from convert.convert_data import convert_data
+    from lightner.convert.convert_data import convert_data
     from lightner.data import read_conll
 
     (tmp_path / "in.txt").write_bytes(CONLL_TEXT.encode())
@@ -477,7 +477,7 @@ def test_conll_jsonl_and_datasets_round_trip_every_sentence(tmp_path):
 
 
 def test_what_a_format_cannot_hold_is_reported_not_dropped_silently(tmp_path, capsys):
-    from convert.convert_data import main
+    from lightner.convert.convert_data import main
     from lightner.data import Sentence, read_jsonl, write_jsonl
 
     sentences = [
@@ -502,7 +502,7 @@ def test_what_a_format_cannot_hold_is_reported_not_dropped_silently(tmp_path, ca
 def test_data_converter_errors_name_the_problem(tmp_path, capsys):
     from datasets import DatasetDict
 
-    from convert.convert_data import main
+    from lightner.convert.convert_data import main
     from lightner.data import Sentence, to_hf_dataset
 
     (tmp_path / "bad.txt").write_text("EU\tB-ORG\nrejects\tX-BAD\n")
@@ -516,7 +516,7 @@ def test_data_converter_errors_name_the_problem(tmp_path, capsys):
 
 
 def test_the_conll_test_set_converts_without_loss(tmp_path):
-    from convert.convert_data import convert_data
+    from lightner.convert.convert_data import convert_data
     from lightner.data import read_conll
 
     source = shared_path("data", "lightner", "conll2003", "test.txt")

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BartModel
 
-from configuration_lightner import ADAPTER_FORMAT_VERSION
 from conftest import run_without_project, save_tiny_backbone
-from modeling_lightner import ATTENTION_KINDS, LightNerModel
-from tokenization_utils import collate, encode_sentences, encode_target
+from lightner.configuration_lightner import ADAPTER_FORMAT_VERSION
+from lightner.modeling_lightner import ATTENTION_KINDS, LightNerModel
+from lightner.tokenization_utils import collate, encode_sentences, encode_target
 
 SENTENCES = [
     ["John", "Smith", "flew", "from", "Boston", "to", "Denver", "on", "Monday", "."],

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from configuration_lightner import LightNerConfig, default_label_words
 from conftest import byte_level_tokenizer, save_tiny_backbone, shared_path
-from modeling_lightner import ATTENTION_KINDS, LightNerModel, PromptKeyValues, ReservedRoomLayer
-from tokenization_utils import END_INDEX, FIRST_TYPE_INDEX, collate, encode_sentences, encode_target
+from lightner.configuration_lightner import LightNerConfig, default_label_words
+from lightner.modeling_lightner import ATTENTION_KINDS, LightNerModel, PromptKeyValues, ReservedRoomLayer
+from lightner.tokenization_utils import END_INDEX, FIRST_TYPE_INDEX, collate, encode_sentences, encode_target
 
 TYPES = ["PER", "LOC", "ORG", "fromloc.city_name"]
 SENTENCES = [
@@ -163,7 +163,7 @@ def test_prompts_reach_every_attention_kind_and_layer(model):
 
 
 def test_nested_entities_encode_and_decode_back(model):
-    from tokenization_utils import decode_indices
+    from lightner.tokenization_utils import decode_indices
 
     words = ["Bank", "of", "New", "York", "Mellon", "chief", "said"]
     nested = [(0, 5, "ORG"), (2, 4, "LOC"), (2, 3, "LOC"), (0, 1, "ORG"), (5, 6, "PER")]

@@ -10,10 +10,10 @@ import torch
 
 from conftest import run_without_project, shared_path
 from lightner.data import read_conll
+from lightner.modeling_lightner import LightNerModel
+from lightner.pipeline_lightner import LightNerPipeline
 from lightner.render import render_html
-from modeling_lightner import LightNerModel
-from pipeline_lightner import LightNerPipeline
-from text_utils import detokenize, plan_windows, sentence_starts, split_words
+from lightner.text_utils import detokenize, plan_windows, sentence_starts, split_words
 
 TYPES = ["PER", "LOC", "ORG", "MISC"]
 OUTPUT_KEYS = {"entity_group", "score", "word", "start", "end"}

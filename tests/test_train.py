@@ -11,6 +11,7 @@ from transformers import BartModel
 
 from conftest import save_tiny_backbone, shared_path
 from lightner.data import Sentence, read_conll, write_conll
+from lightner.modeling_lightner import LightNerModel
 from lightner.train import (
     TRAINER_STATE_NAME,
     TrainingArguments,
@@ -23,7 +24,6 @@ from lightner.train import (
     single_process_launch_hint,
     train,
 )
-from modeling_lightner import LightNerModel
 
 
 def test_protocols_name_the_shared_splits_and_the_reference_settings():
