@@ -70,7 +70,7 @@ def run_without_project(script: str, args: list[str], workdir: Path):
 
 
 def shared_path(*parts: str) -> Path:
-    """A path inside ../shared, skipping the calling test when it is absent (failing it under LIGHTNER_REQUIRE_SHARED)."""
+    """A path inside ../shared; a test without it skips (fails under LIGHTNER_REQUIRE_SHARED)."""
     path = SHARED_DIR.joinpath(*parts)
     if not path.exists():
         if REQUIRE_SHARED:

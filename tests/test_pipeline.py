@@ -280,6 +280,52 @@ def test_generator_input_streams_the_same_results(ner):
     assert list(streamed) == ner(HARD_TEXTS[:5])
 
 
+def test_datasets_columns_and_key_datasets_stream_in_order(ner):
+    from datasets import Dataset
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    texts = HARD_TEXTS[:7]
+    expected = ner(texts)
+    assert sum(map(len, expected)) > 0
+    dataset = Dataset.from_dict({"text": texts, "id": list(range(len(texts)))})
+    for inputs in (dataset["text"], KeyDataset(dataset, "text"), iter(texts), (t for t in texts)):
+        streamed = list(ner(inputs, batch_size=3))
+        assert [len(entities) for entities in streamed] == [len(entities) for entities in expected]
+        assert_same_entities([e for es in streamed for e in es], [e for es in expected for e in es])
+    with pytest.raises(TypeError, match="input 0 is int"):
+        list(ner(KeyDataset(dataset, "id")))
+
+
+def test_threshold_ignore_labels_and_aggregation_strategy(ner):
+    everything = [e for entities in ner(HARD_TEXTS) for e in entities]
+    scores = sorted(e["score"] for e in everything)
+    assert len(set(scores)) > 2, "needs entities of different scores to show the threshold works"
+    cut = scores[len(scores) // 2]
+    kept = [e for entities in ner(HARD_TEXTS, threshold=cut) for e in entities]
+    assert kept == [e for e in everything if e["score"] >= cut] and 0 < len(kept) < len(everything)
+    dropped_type = everything[0]["entity_group"]
+    without = [e for entities in ner(HARD_TEXTS, ignore_labels=[dropped_type]) for e in entities]
+    assert without == [e for e in everything if e["entity_group"] != dropped_type] and len(without) < len(everything)
+    for strategy in ("simple", "first", "average", "max", "SIMPLE"):
+        assert [e for entities in ner(HARD_TEXTS, aggregation_strategy=strategy) for e in entities] == everything
+    with pytest.raises(ValueError, match="whole entity spans"):
+        ner(SHORT_TEXT, aggregation_strategy="none")
+    with pytest.raises(ValueError, match="unknown aggregation_strategy"):
+        ner(SHORT_TEXT, aggregation_strategy="sum")
+    for bad in (-0.1, 1.5, "high", True):
+        with pytest.raises(ValueError, match="threshold"):
+            ner(SHORT_TEXT, threshold=bad)
+    with pytest.raises(TypeError, match="ignore_labels"):
+        ner(SHORT_TEXT, ignore_labels="PER")
+
+
+def test_unpaired_surrogates_are_refused_with_their_position(ner):
+    with pytest.raises(ValueError, match=r"input 1 has an unpaired surrogate '\\udcff' at character 6"):
+        ner(["fine", "Paris \udcff here"])
+    with pytest.raises(ValueError, match="input 0 has an unpaired surrogate"):
+        ner([["Paris", "\ud800"]], is_split_into_words=True)
+
+
 # --- long inputs -----------------------------------------------------------------------------------------------------
 
 
