@@ -291,3 +291,28 @@ def test_full_fine_tuning_saves_its_backbone_and_never_touches_a_shared_one(tiny
     loaded = LightNerModel.from_pretrained(tmp_path)
     with torch.no_grad():
         assert torch.equal(loaded(**batch).logits, full(**batch).logits)
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "adapter_v1"
+
+
+def test_an_adapter_saved_by_the_first_release_loads_bit_identically():
+    """`fixtures/adapter_v1` was written by the first release (format version 1): same tensors, same logits."""
+    backbone = BartModel.from_pretrained(FIXTURE / "backbone")
+    model = LightNerModel.from_pretrained(FIXTURE / "adapter", backbone=backbone)
+    stored = load_file(FIXTURE / "adapter" / "model.safetensors")
+    state = model.adapter_state_dict()
+    assert sorted(state) == sorted(stored)
+    assert all(torch.equal(state[name], stored[name]) for name in stored)
+    expected = load_file(FIXTURE / "expected.safetensors")
+    batch = {name: expected[name] for name in ("input_ids", "attention_mask", "labels")}
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, expected["logits"])
+    recorded = json.loads((FIXTURE / "expected_predictions.json").read_text())
+    for num_beams, predictions in recorded["beams"].items():
+        got = model.predict(recorded["sentences"], num_beams=int(num_beams))
+        assert [[(e["type"], e["start"], e["end"]) for e in s] for s in got] == [
+            [(e["type"], e["start"], e["end"]) for e in s] for s in predictions
+        ]
+        got_scores = [e["score"] for s in got for e in s]
+        assert got_scores == pytest.approx([e["score"] for s in predictions for e in s], rel=1e-5, abs=1e-6)
