@@ -9,6 +9,7 @@ decoding constraint is one class with `allowed` and `advance`; `BeamSearch` only
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -288,11 +289,17 @@ class LightNerGenerationMixin:
         search = BeamSearch(constraint, limits, num_beams, input_ids.device)
         if num_beams > 1:
             source, adapters = source.repeat_rows(num_beams), adapters.repeat_rows(num_beams)
-        cache = decoding_cache(self.backbone.config.decoder_layers, max(limits)) if use_cache else None
+        # Masks built once, as the 4D masks the decoder passes through: built from 2D masks at every step,
+        # transformers would check them for padding on the host (a synchronisation per step and mask).
+        source.attention_mask = source.attention_mask.bool()[:, None, None, :]  # [rows, 1, 1, source]
+        cache, step_mask = None, None
+        if use_cache:
+            cache = decoding_cache(self.backbone.config.decoder_layers, max(limits))
+            step_mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=input_ids.device)  # one query sees its past
         step_logits = []
         while not search.done():
             step_input = search.sequences[:, -1:] if use_cache else search.sequences  # [rows, 1 or steps]
-            logits = self.decode(step_input, source, adapters, cache)[:, -1]  # [rows, 2 + T + source]
+            logits = self.decode(step_input, source, adapters, cache, step_mask)[:, -1]  # [rows, 2 + T + source]
             if output_step_logits:
                 step_logits.append(logits)
             reorder = search.step(logits)
@@ -312,7 +319,7 @@ class LightNerGenerationMixin:
         """Per-sentence output length limits; the decoder has as many positions as the encoder, never more."""
         ceiling = self.backbone.config.max_position_embeddings
         names = adapter_names or [self.active_adapter] * attention_mask.shape[0]
-        lengths = attention_mask.sum(-1).tolist()
+        lengths = attention_mask.sum(-1).tolist()  # [batch]
         return [
             min(max_length or self.adapters[name].config.max_output_length(int(n)), ceiling)
             for name, n in zip(names, lengths)
@@ -382,11 +389,11 @@ class LightNerGenerationMixin:
             num_beams=num_beams,
             adapter_names=adapter_names,
         )
-        sequences, token_log_probs = output.sequences.tolist(), output.token_log_probs.cpu()  # [batch, steps] each
+        sequences, token_log_probs = output.sequences.tolist(), output.token_log_probs.tolist()  # [batch, steps]
         predictions = []
         for sentence, indices, log_probs in zip(encoded, sequences, token_log_probs):
             entities = parse_entities(indices, sentence, output.num_types)
-            predictions.append([(e, float(log_probs[list(e.steps)].sum().exp())) for e in entities])
+            predictions.append([(e, math.exp(math.fsum(log_probs[step] for step in e.steps))) for e in entities])
         return predictions
 
 

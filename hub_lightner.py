@@ -117,11 +117,13 @@ def load_backbone(
             "elsewhere (`hf download facebook/bart-large --local-dir DIR`) and pass its local folder as the backbone "
             "(`--backbone DIR`, `LightNerModel.from_backbone(DIR, ...)` or `from_pretrained(..., backbone=...)`)."
         ) from error
-    if info["missing_keys"]:
-        missing = sorted(info["missing_keys"])
+    not_loaded = sorted(info["missing_keys"]) + sorted(
+        str(key if isinstance(key, str) else key[0]) for key in info["mismatched_keys"]
+    )
+    if not_loaded:
         raise ValueError(
-            f"{where} is not a complete BART backbone: {len(missing)} weights are missing from its "
-            f"{ADAPTER_WEIGHTS_NAME} ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+            f"{where} is not a complete BART backbone: {len(not_loaded)} of its weights are missing or misshapen in "
+            f"its {ADAPTER_WEIGHTS_NAME} ({', '.join(not_loaded[:3])}{', ...' if len(not_loaded) > 3 else ''})"
         )
     if share:
         SHARED_BACKBONES.put(key, backbone)

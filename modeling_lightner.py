@@ -448,7 +448,7 @@ class EncodedSource:
     """
 
     input_ids: torch.Tensor  # [batch, source]
-    attention_mask: torch.Tensor  # [batch, source]
+    attention_mask: torch.Tensor  # [batch, source], or [batch, 1, 1, source] as the decoder's cross-attention reads it
     hidden: torch.Tensor  # [batch, source, d]
     pointer_features: torch.Tensor  # [batch, source, d]
     pointer_mask: torch.Tensor  # [batch, source]
@@ -646,12 +646,19 @@ class LightNerModel(LightNerGenerationMixin, LightNerHubMixin, LightNerPreTraine
         return attention_mask.bool() & ~special
 
     def decode(
-        self, index_ids: torch.Tensor, source: EncodedSource, adapters: AdapterBatch, cache=None
+        self,
+        index_ids: torch.Tensor,
+        source: EncodedSource,
+        adapters: AdapterBatch,
+        cache=None,
+        decoder_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the decoder: scores `[batch, steps, 2 + T + source]` for the steps in `index_ids` `[batch, steps]`,
-        continuing `cache` (an `EncoderDecoderCache`) if given, in which case `index_ids` holds only new steps."""
+        continuing `cache` (an `EncoderDecoderCache`) if given, in which case `index_ids` holds only new steps.
+        `decoder_attention_mask` and `source.attention_mask` may be 4D masks, which the decoder uses as they are."""
         decoder_out = self.backbone.decoder(
             input_ids=self.decoder_token_ids(index_ids, source.input_ids, adapters),
+            attention_mask=decoder_attention_mask,
             encoder_hidden_states=source.hidden,
             encoder_attention_mask=source.attention_mask,
             cache=cache,
