@@ -7,25 +7,21 @@ maps every entity's words back to the exact characters of the original text. The
 pipeline's with aggregation: `entity_group`, `score`, `word`, `start`, `end`, with `text[start:end] == word`.
 
 A saved adapter carries this file and `custom_pipelines` in its config, so that
-`pipeline("ner", model=<adapter>, trust_remote_code=True)` builds this pipeline (`add_pipeline_to_folder`).
+`pipeline("ner", model=<adapter>, trust_remote_code=True)` builds this pipeline
+(`hub_lightner.add_pipeline_to_folder`).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from transformers import Pipeline
-from transformers.dynamic_module_utils import custom_object_save
 
 from .text_utils import Window, join_words, plan_windows, sentence_starts, split_long_spans, split_words
 
-# The task name under which a saved adapter registers the pipeline. `pipeline()` looks a task up among the config's
-# `custom_pipelines` before resolving aliases, so "ner" reaches this class rather than the token-classification one.
-PIPELINE_TASK = "ner"
 DEFAULT_BATCH_SIZE = 32
 # Token-classification callers pass an aggregation strategy; LightNER writes whole entities, which is what every
 # aggregating strategy produces, and has no per-token output for "none".
@@ -258,18 +254,4 @@ def _check_encodable(text: str, index: int) -> None:
         ) from None
 
 
-def add_pipeline_to_folder(save_directory: str | os.PathLike, config) -> None:
-    """Make a saved adapter folder build this pipeline from `pipeline("ner", model=folder, trust_remote_code=True)`.
-
-    Records the pipeline in `config.custom_pipelines` (call before the config is written) and copies this file and
-    the files it imports into the folder, where `pipeline()` loads them as remote code.
-    """
-    module = LightNerPipeline.__module__.split(".")[-1]
-    config.custom_pipelines = {
-        PIPELINE_TASK: {"impl": f"{module}.LightNerPipeline", "pt": ["AutoModel"], "type": "text"}
-    }
-    os.makedirs(save_directory, exist_ok=True)
-    custom_object_save(LightNerPipeline, save_directory)
-
-
-__all__ = ["LightNerPipeline", "Document", "add_pipeline_to_folder", "PIPELINE_TASK"]
+__all__ = ["LightNerPipeline", "Document"]
