@@ -10,15 +10,13 @@ import torch
 from transformers import BartModel
 
 from conftest import save_tiny_backbone, shared_path
+from lightner.arguments import LightNerTrainingArguments
+from lightner.checkpointing import RUN_STATE_NAME, latest_checkpoint
 from lightner.data import Sentence, read_conll, write_conll
 from lightner.modeling_lightner import LightNerModel
+from lightner.protocols import protocol_runs, protocol_settings
 from lightner.train import (
-    TRAINER_STATE_NAME,
-    TrainingArguments,
     init_prompts_from,
-    latest_checkpoint,
-    protocol_runs,
-    protocol_settings,
     resolve_entity_types,
     restrict_to_types,
     single_process_launch_hint,
@@ -65,11 +63,12 @@ def test_crossdomain_protocol_trains_a_source_adapter_first(tmp_path):
 def test_entity_types_follow_first_appearance_and_restriction_drops_the_others():
     train = [Sentence(["a", "b"], [(0, 1, "PER")]), Sentence(["c"], [(0, 1, "LOC")])]
     dev = [Sentence(["d", "e"], [(0, 1, "MISC"), (1, 2, "PER")])]
-    assert resolve_entity_types(None, train, dev) == ["PER", "LOC", "MISC"]
-    assert resolve_entity_types(["LOC"], train, dev) == ["LOC"]
+    splits = {"train": train, "dev": dev, "test": []}
+    assert resolve_entity_types(None, splits) == ["PER", "LOC", "MISC"]
+    assert resolve_entity_types(["LOC"], splits) == ["LOC"]
     assert restrict_to_types(dev, ["PER"])[0].entities == [(1, 2, "PER")]
     with pytest.raises(ValueError, match="--types"):
-        resolve_entity_types(None, [Sentence(["x"])])
+        resolve_entity_types(None, {"train": [Sentence(["x"])], "dev": [], "test": []})
 
 
 def test_source_prompts_initialise_a_target_that_keeps_its_own_label_words(tiny_backbone, tmp_path):
@@ -98,7 +97,7 @@ def test_latest_checkpoint_skips_one_a_kill_left_incomplete(tmp_path):
     assert latest_checkpoint(tmp_path) is None
     for number in (1, 3):
         (tmp_path / "checkpoints" / f"checkpoint_{number}").mkdir(parents=True)
-    (tmp_path / "checkpoints" / "checkpoint_1" / TRAINER_STATE_NAME).write_text("{}")
+    (tmp_path / "checkpoints" / "checkpoint_1" / RUN_STATE_NAME).write_text("{}")
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "checkpoint_1"
 
 
@@ -112,16 +111,16 @@ def test_a_multi_process_launch_that_started_one_process_says_how_to_start_sever
 
 def test_training_arguments_are_checked():
     with pytest.raises(ValueError, match="train file"):
-        TrainingArguments(output_dir="out")
+        LightNerTrainingArguments(output_dir="out")
     with pytest.raises(ValueError, match="epochs"):
-        TrainingArguments(train_file="t", output_dir="out", epochs=0)
+        LightNerTrainingArguments(train_file="t", output_dir="out", epochs=0)
     with pytest.raises(ValueError, match="mixed_precision"):
-        TrainingArguments(train_file="t", output_dir="out", mixed_precision="fp8")
+        LightNerTrainingArguments(train_file="t", output_dir="out", mixed_precision="fp8")
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, real_tokenizer) -> dict[str, str]:
-    """A tiny backbone with the real tokenizer and 32 short CoNLL-2003 training sentences, as `TrainingArguments`."""
+    """A tiny backbone with the real tokenizer and 32 short CoNLL-2003 training sentences, as training arguments."""
     root = tmp_path_factory.mktemp("train")
     backbone = save_tiny_backbone(root / "backbone", tokenizer=real_tokenizer, max_position_embeddings=256)
     sentences = [
@@ -137,7 +136,7 @@ def epoch_losses(output_dir: Path) -> list[float]:
 
 
 def test_prompt_only_training_lowers_the_loss_and_leaves_the_backbone_alone(tiny_run, tmp_path):
-    args = TrainingArguments(
+    args = LightNerTrainingArguments(
         **tiny_run, output_dir=str(tmp_path), epochs=4, batch_size=8, learning_rate=3e-2, dropout=0.0
     )
     results = train(args)
@@ -153,7 +152,7 @@ def test_prompt_only_training_lowers_the_loss_and_leaves_the_backbone_alone(tiny
 def test_full_finetuning_saves_the_trained_backbone_with_the_adapter(tiny_run, tmp_path):
     # The training file doubles as dev and test here: only the plumbing is under test.
     files = {"dev_file": tiny_run["train_file"], "test_file": tiny_run["train_file"]}
-    args = TrainingArguments(
+    args = LightNerTrainingArguments(
         **tiny_run, **files, output_dir=str(tmp_path), epochs=2, batch_size=8, learning_rate=1e-3, full_finetune=True
     )
     results = train(args)
