@@ -68,43 +68,14 @@ QUICK = {
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def read_conll(path: Path, limit: int) -> list[tuple[list[str], list[str]]]:
-    """The first `limit` sentences as (words, BIO tags): word = first column, tag = last; `-DOCSTART-` skipped.
+def read_sentences(path: Path, limit: int):
+    """The first `limit` sentences of a CoNLL file, read by `lightner.data.read_conll` (the reader training uses)."""
+    from lightner.data import read_conll
 
-    Lines are split on `\\n` only and every `\\r` is dropped, so CRLF endings and stray carriage returns both read.
-    """
-    sentences, words, tags = [], [], []
-    for raw in path.read_text(encoding="utf-8").split("\n"):
-        fields = raw.replace("\r", "").split()
-        if not fields:
-            if words:
-                sentences.append((words, tags))
-                words, tags = [], []
-                if len(sentences) == limit:
-                    break
-            continue
-        if fields[0] == "-DOCSTART-":
-            continue
-        words.append(fields[0])
-        tags.append(fields[-1] if len(fields) > 1 else "O")
-    if words and len(sentences) < limit:
-        sentences.append((words, tags))
+    sentences = read_conll(path)[:limit]
     if len(sentences) < limit:
         sys.exit(f"error: {path} holds only {len(sentences)} sentences, fewer than the {limit} asked for")
     return sentences
-
-
-def bio_spans(tags: list[str]) -> list[tuple[int, int, str]]:
-    """(start, end exclusive, type) from BIO tags; an `I-X` that does not continue an `X` opens a new entity."""
-    spans, start, kind = [], None, None
-    for position, tag in enumerate([*tags, "O"]):
-        prefix, _, tag_type = tag.partition("-")
-        if start is not None and not (prefix == "I" and tag_type == kind):
-            spans.append((start, position, kind))
-            start, kind = None, None
-        if prefix in ("B", "I") and start is None:
-            start, kind = position, tag_type
-    return spans
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -246,14 +217,14 @@ def generation_worker(args) -> dict:
     from lightner.tokenization_utils import START_INDEX, collate, encode_sentences
 
     shared = shared_dir(TEST_FILE)
-    sentences = read_conll(shared.joinpath(*TEST_FILE), args.sentences)
+    sentences = read_sentences(shared.joinpath(*TEST_FILE), args.sentences)
     log("generation: building the model (random bart-large weights)")
     model, bart, tokenizer = build_model(shared, args.seed, fold=True)
     model.eval()
     force_full_length(model)
     rss_after_build = peak_rss_mb()
 
-    encoded = encode_sentences(tokenizer, [words for words, _ in sentences], bart.config.max_position_embeddings)
+    encoded = encode_sentences(tokenizer, [s.words for s in sentences], bart.config.max_position_embeddings)
     # Longest first, in batches: what `LightNerModel.predict` does.
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
     batches = []
@@ -411,10 +382,10 @@ def measure_lightner_step(args, torch, shared: Path, sentences) -> tuple:
     log("training: building the model (random bart-large weights, reparameterised prompts)")
     model, bart, tokenizer = build_model(shared, args.seed, fold=False)
     type_ids = {name: index for index, name in enumerate(model.config.entity_types)}
-    encoded = encode_sentences(tokenizer, [words for words, _ in sentences])
+    encoded = encode_sentences(tokenizer, [s.words for s in sentences])
     targets = [
-        encode_target(sentence, bio_spans(tags), type_ids, index)
-        for index, (sentence, (_, tags)) in enumerate(zip(encoded, sentences))
+        encode_target(source, sentence.entities, type_ids, index)
+        for index, (source, sentence) in enumerate(zip(encoded, sentences))
     ]
     batch = collate(encoded, tokenizer.pad_token_id, targets)
     model.train()
@@ -445,7 +416,7 @@ def measure_lightner_step(args, torch, shared: Path, sentences) -> tuple:
 def train_worker(args) -> dict:
     torch = setup_torch(args.threads, args.seed)
     shared = shared_dir(TEST_FILE)
-    sentences = read_conll(shared.joinpath(*TEST_FILE), args.train_batch_size)
+    sentences = read_sentences(shared.joinpath(*TEST_FILE), args.train_batch_size)
     bart, batch, decoder_input_ids, lightner = measure_lightner_step(args, torch, shared, sentences)
     gc.collect()
 

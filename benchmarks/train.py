@@ -4,7 +4,9 @@
 Random weights of the bart-large shape (`BartModel(BartConfig())`, nothing downloaded) under a fresh adapter, the real
 tokenizer, and batches of 16 from CoNLL-2003 `indomain-train.txt` (4,001 sentences) in the order the training loop
 would draw them (seeded shuffle). Each mode runs the loop's own step (`lightner.train.training_step` under accelerate:
-forward, backward, clipping, fused AdamW, linear schedule) once untimed (it allocates the optimizer state), then
+forward, backward, clipping, fused AdamW, linear schedule) on batches from the loop's own set-up
+(`lightner.train.prepare_training`: the data loader goes through `accelerator.prepare`, so batches land on the
+model's device) once untimed (it allocates the optimizer state), then
 `--steps` timed steps, in a process of its own so that its peak resident memory is its own.
 
 Seconds per epoch are a projection, not a measured epoch: steps per epoch (251) times the mean timed step. The timed
@@ -45,15 +47,17 @@ def peak_rss_mb() -> float:
 
 
 def worker(mode: str, steps: int, batch_size: int, seed: int) -> dict:
-    import torch
-    from accelerate import Accelerator
-    from torch.utils.data import DataLoader
-    from transformers import AutoTokenizer, BartConfig, BartModel, get_linear_schedule_with_warmup
+    import tempfile
+    from pathlib import Path
 
+    import torch
+    from transformers import AutoTokenizer, BartConfig, BartModel
+
+    from lightner.arguments import LightNerTrainingArguments
     from lightner.configuration_lightner import LightNerConfig
     from lightner.data import entity_types, read_conll
     from lightner.modeling_lightner import LightNerModel
-    from lightner.train import Collator, encode_examples, make_optimizer, training_step
+    from lightner.train import encode_examples, make_accelerator, prepare_training, training_step
 
     shared = shared_dir(TRAIN_FILE)
     sentences = read_conll(shared.joinpath(*TRAIN_FILE))
@@ -65,14 +69,19 @@ def worker(mode: str, steps: int, batch_size: int, seed: int) -> dict:
     model = LightNerModel(config, backbone=BartModel(BartConfig()), tokenizer=tokenizer)
     examples = encode_examples(tokenizer, sentences, types, model.backbone.config.max_position_embeddings)
 
-    accelerator = Accelerator(cpu=not torch.accelerator.is_available())
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(
-        examples, batch_size, shuffle=True, collate_fn=Collator(tokenizer.pad_token_id), generator=generator
+    # The loop's settings but one epoch, no warm-up and no mixed precision; nothing is written to the folder.
+    output_dir = tempfile.mkdtemp(prefix="lightner-train-benchmark-")
+    args = LightNerTrainingArguments(
+        train_file=str(shared.joinpath(*TRAIN_FILE)),
+        output_dir=output_dir,
+        epochs=1,
+        batch_size=batch_size,
+        warmup_ratio=0.0,
+        mixed_precision="no",
+        seed=seed,
     )
-    optimizer = make_optimizer(model, 2e-5, 0.01)
-    scheduler = get_linear_schedule_with_warmup(optimizer, 0, len(loader))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    accelerator = make_accelerator(args, Path(output_dir))
+    model, optimizer, loader, scheduler = prepare_training(accelerator, model, examples, args)
     model.train()
 
     batches = iter(loader)

@@ -4,8 +4,9 @@
     python convert/convert_data.py train.jsonl train-hf            # a `datasets` folder (`save_to_disk`)
     python convert/convert_data.py train-hf train.txt --scheme BIOES
 
-The format follows the path (a folder or a name without suffix is a `datasets` folder, `.jsonl`/`.json` JSON Lines,
-anything else CoNLL) unless `--from`/`--to` say otherwise. Reading and writing are `lightner.data`'s, so malformed
+The format follows the path as `lightner.data.detect_format` says (a folder, or a new path without suffix, is a
+`datasets` folder; `.jsonl`/`.json` JSON Lines; anything else CoNLL) unless `--from`/`--to` say otherwise. Formats,
+reading and writing are `lightner.data`'s table (`FORMATS`), the one training and the CLI use, so malformed
 input stops the conversion with its file and line. Every sentence is kept, those without entities too; what the
 target format cannot hold is left out and reported rather than guessed at: tags cannot express overlapping entities
 (of each overlapping group the outermost, earliest entity stays), and a CoNLL file cannot hold a sentence without
@@ -21,25 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lightner.data import (
+    LABELLED_FORMATS,
+    ReadOptions,
     Sentence,
     Span,
+    WriteOptions,
+    detect_format,
     entity_types,
-    from_hf_dataset,
-    read_conll,
-    read_jsonl,
-    to_hf_dataset,
-    write_conll,
-    write_jsonl,
+    read_sentences,
+    write_sentences,
 )
 
-FORMATS = ("conll", "jsonl", "hf")
 MAX_LISTED_PROBLEMS = 20
-
-
-def infer_format(path: Path) -> str:
-    if path.is_dir() or not path.suffix:
-        return "hf"
-    return "jsonl" if path.suffix.lower() in (".jsonl", ".json") else "conll"
 
 
 @dataclass
@@ -66,27 +60,6 @@ class DataReport:
             if len(self.problems) > MAX_LISTED_PROBLEMS:
                 lines.append(f"  ... and {len(self.problems) - MAX_LISTED_PROBLEMS} more")
         return "\n".join(lines)
-
-
-def read_sentences(
-    path: Path,
-    data_format: str,
-    split: str | None = None,
-    tokens_column: str = "tokens",
-    tags_column: str = "ner_tags",
-) -> list[Sentence]:
-    if data_format == "conll":
-        return read_conll(path)
-    if data_format == "jsonl":
-        return read_jsonl(path)
-    from datasets import DatasetDict, load_from_disk
-
-    dataset = load_from_disk(str(path))
-    if isinstance(dataset, DatasetDict):
-        if split not in dataset:
-            raise ValueError(f"{path} holds the splits {list(dataset)}; choose one with --split")
-        dataset = dataset[split]
-    return from_hf_dataset(dataset, tokens_column=tokens_column, tags_column=tags_column)
 
 
 def _conll_problem(sentence: Sentence) -> str | None:
@@ -131,17 +104,6 @@ def expressible(sentences: Sequence[Sentence], target_format: str) -> tuple[list
     return kept, problems
 
 
-def write_sentences(
-    sentences: Sequence[Sentence], path: Path, data_format: str, scheme: str, types: Sequence[str] | None
-) -> None:
-    if data_format == "conll":
-        write_conll(sentences, path, scheme=scheme)
-    elif data_format == "jsonl":
-        write_jsonl(sentences, path)
-    else:
-        to_hf_dataset(sentences, types=types).save_to_disk(str(path))
-
-
 def convert_data(
     source: str | Path,
     target: str | Path,
@@ -156,12 +118,12 @@ def convert_data(
 ) -> DataReport:
     """Read `source`, write what `target`'s format can hold, and report the rest."""
     source, target = Path(source), Path(target)
-    source_format = source_format or infer_format(source)
-    target_format = target_format or infer_format(target)
-    sentences = read_sentences(source, source_format, split, tokens_column, tags_column)
+    source_format = source_format or detect_format(source)
+    target_format = target_format or detect_format(target)
+    sentences = read_sentences(source, source_format, ReadOptions(split, tokens_column, tags_column))
     report = DataReport(f"{source} ({source_format})", f"{target} ({target_format})", sentences)
     writable, report.problems = expressible(sentences, target_format)
-    write_sentences(writable, target, target_format, scheme, types)
+    write_sentences(writable, target, target_format, WriteOptions(scheme, types))
     report.written = len(writable)
     return report
 
@@ -173,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("source", type=Path, help="CoNLL file, .jsonl file, or datasets folder (save_to_disk)")
     parser.add_argument("target", type=Path, help="where to write; its format follows the path unless --to says")
-    parser.add_argument("--from", dest="source_format", choices=FORMATS, help="format of the source")
-    parser.add_argument("--to", dest="target_format", choices=FORMATS, help="format of the target")
+    parser.add_argument("--from", dest="source_format", choices=LABELLED_FORMATS, help="format of the source")
+    parser.add_argument("--to", dest="target_format", choices=LABELLED_FORMATS, help="format of the target")
     parser.add_argument("--scheme", default="IOB2", help="tag scheme of a CoNLL target: IOB1, IOB2 or BIOES")
     parser.add_argument(
         "--types", help="comma-separated entity types fixing a datasets target's label ids (share them across splits)"

@@ -12,28 +12,41 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .arguments import LightNerTrainingArguments
+from .data import FORMATS, LABELLED_FORMATS
+
 DEFAULT_DATA_DIR = Path(os.environ.get("LIGHTNER_SHARED_DIR", "../shared")) / "data" / "lightner"
-INPUT_FORMATS = ("auto", "conll", "jsonl", "text")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit status (1 with a one-line message for bad input or a missing backbone)."""
+    """Run one command; returns the exit status: 2 for a usage error (argparse's), 1 for anything that fails while
+    running, each reported as one line naming what to fix rather than a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging()
     try:
         return args.handler(args, parser)
-    except (OSError, ValueError) as error:
-        print(f"lightner {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:  # the CLI boundary: every failure becomes one line
+        print(f"lightner {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
+
+
+def _one_line(error: Exception) -> str:
+    """The error's message on one line; errors other than bad input or a missing file also say their type, since
+    their message alone may not make sense."""
+    message = " ".join(str(error).split()) or "(no message)"
+    return message if isinstance(error, (OSError, ValueError)) else f"{type(error).__name__}: {message}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,12 +79,7 @@ def _configure_logging() -> None:
 
 
 def _add_train_parser(commands) -> None:
-    from .train import CROSS_DOMAIN_SHOTS, PROTOCOLS, TrainingArguments
-
-    defaults = TrainingArguments(train_file="-", output_dir="-")
-
-    def default(name: str) -> str:
-        return f" (default: {getattr(defaults, name)})"
+    from .protocols import CROSS_DOMAIN_SHOTS, PROTOCOLS
 
     parser = commands.add_parser(
         "train",
@@ -83,7 +91,7 @@ def _add_train_parser(commands) -> None:
     )
     parser.set_defaults(handler=_run_train)
 
-    protocol = parser.add_argument_group("protocols (the paper's settings, §7; explicit options below override them)")
+    protocol = parser.add_argument_group("protocols (the paper's settings; explicit options below override them)")
     protocol.add_argument(
         "--protocol",
         choices=PROTOCOLS,
@@ -106,150 +114,89 @@ def _add_train_parser(commands) -> None:
         default=10,
         help="crossdomain: the k-shot training file: 10 (default), 20, 50, 100, 200 or 500 (ATIS: up to 50)",
     )
-
-    data = parser.add_argument_group("data (CoNLL column files with BIO tags, or .jsonl)")
-    data.add_argument("--train", dest="train_file", help="training sentences (required without --protocol)")
-    data.add_argument(
-        "--dev", dest="dev_file", help="dev sentences, scored after every epoch to keep the best adapter"
+    protocol.add_argument(
+        "--config",
+        type=Path,
+        metavar="JSON",
+        help="start from the arguments of a saved run (OUTPUT/training_args.json) to replay it; options given on "
+        "the command line override them",
     )
-    data.add_argument(
-        "--test", dest="test_file", help="test sentences, scored once with the kept adapter (never used to select it)"
-    )
-    data.add_argument(
-        "--types",
-        dest="entity_types",
-        nargs="+",
-        metavar="TYPE",
-        help="entity types to learn, in this order; entities of other types are ignored (default: every type of the "
-        "train and dev files, in order of first appearance)",
-    )
-    data.add_argument(
-        "--label-words",
-        type=_json_object,
-        help='label words per type, as a JSON object or a JSON file: \'{"LOC": "location"}\'; types left out get '
-        "words derived from their names (LOC -> location, fromloc.city_name -> fromloc city name)",
-    )
-
-    model = parser.add_argument_group("model")
-    model.add_argument("--backbone", help="BART backbone: Hub id or local folder" + default("backbone"))
-    model.add_argument(
-        "--init-prompts-from",
-        metavar="ADAPTER",
-        help="start the prompts from this adapter's (cross-domain transfer); label words stay this run's own, and the "
-        "prompts then train directly rather than through the reparameterisation MLP",
-    )
-    model.add_argument("--prompt-length", type=int, help="prompt slots per attention" + default("prompt_length"))
-    model.add_argument(
-        "--prompt-hidden-size", type=int, help="width of the prompt MLP" + default("prompt_hidden_size")
-    )
-    model.add_argument("--dropout", type=float, help="dropout on decoder states and scores" + default("dropout"))
-    model.add_argument(
-        "--full-finetune",
-        action="store_true",
-        default=None,
-        help="train the backbone too (BARTNER); the fine-tuned backbone is saved in OUTPUT/backbone",
-    )
-    model.add_argument(
-        "--max-length-a", type=float, help="output length limit 10 + A x source pieces" + default("max_length_a")
-    )
-    model.add_argument("--num-beams", type=int, help="beams when evaluating; 1 is greedy" + default("num_beams"))
-
-    optimisation = parser.add_argument_group("optimisation")
-    optimisation.add_argument("--epochs", type=int, help="training epochs" + default("epochs"))
-    optimisation.add_argument(
-        "--batch-size", type=int, help="training sentences per batch and process" + default("batch_size")
-    )
-    optimisation.add_argument(
-        "--eval-batch-size", type=int, help="sentences per batch when predicting" + default("eval_batch_size")
-    )
-    optimisation.add_argument(
-        "--lr", dest="learning_rate", type=float, help="peak AdamW learning rate" + default("learning_rate")
-    )
-    optimisation.add_argument("--weight-decay", type=float, help="AdamW weight decay" + default("weight_decay"))
-    optimisation.add_argument(
-        "--warmup-ratio",
-        type=float,
-        help="share of steps with linear warm-up, then linear decay" + default("warmup_ratio"),
-    )
-    optimisation.add_argument(
-        "--max-grad-norm", type=float, help="gradient clipping norm; 0 disables" + default("max_grad_norm")
-    )
-    optimisation.add_argument(
-        "--gradient-accumulation-steps",
-        type=int,
-        help="batches per optimizer step" + default("gradient_accumulation_steps"),
-    )
-    optimisation.add_argument(
-        "--mixed-precision",
-        choices=("auto", "no", "fp16", "bf16"),
-        help="auto: what `accelerate launch` was told, else bf16 or fp16 on a GPU that has it, none on CPU"
-        + default("mixed_precision"),
-    )
-    optimisation.add_argument(
-        "--seed", type=int, help="seed of initialisation, shuffling and dropout" + default("seed")
-    )
-
-    run = parser.add_argument_group("run")
-    run.add_argument("--output", dest="output_dir", help="output folder: the adapter and the run's files (required)")
-    run.add_argument(
-        "--checkpoint-steps",
-        type=int,
-        help="save a resumable checkpoint every N optimizer steps (and after every epoch)"
-        + default("checkpoint_steps"),
-    )
-    run.add_argument(
-        "--checkpoints-limit", type=int, help="checkpoints kept, oldest deleted first" + default("checkpoints_limit")
-    )
-    run.add_argument("--logging-steps", type=int, help="log training loss every N steps" + default("logging_steps"))
-    run.add_argument(
-        "--resume",
-        action="store_true",
-        default=None,
-        help="continue from the newest checkpoint in OUTPUT/checkpoints (start afresh if there is none)",
-    )
-    run.add_argument(
-        "--report-to",
-        nargs="+",
-        metavar="TRACKER",
-        help="accelerate trackers to log to as well (tensorboard, wandb, mlflow, ...); metrics.jsonl is always kept",
-    )
-    run.add_argument(
-        "--stop-after-steps",
-        type=int,
-        metavar="N",
-        help="testing aid: exit abruptly after N optimizer steps, as if killed, to exercise --resume",
-    )
+    add_dataclass_options(parser, LightNerTrainingArguments, TRAIN_OPTION_GROUPS)
 
 
-def _json_object(value: str) -> dict[str, str]:
-    """A JSON object given inline or as a file path (argparse type)."""
-    text = Path(value).read_text(encoding="utf-8") if Path(value).is_file() else value
+# Titles of the option groups the training-argument fields name in their metadata, in display order.
+TRAIN_OPTION_GROUPS = {
+    "data": f"data ({', '.join(LABELLED_FORMATS)}: a folder is a datasets folder, .jsonl/.json JSON Lines, "
+    "anything else a CoNLL column file)",
+    "model": "model",
+    "optimisation": "optimisation",
+    "run": "run",
+}
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, titles: dict[str, str]) -> None:
+    """One option per field of the dataclass `cls`, from its type hint and its metadata (`lightner.arguments.option`:
+    help, group, option name, argparse settings), so that no option restates a field by hand.
+
+    Options default to unset (`SUPPRESS`), not to the field defaults: only what the user typed may override a
+    protocol's settings or a replayed configuration; the dataclass fills in the rest.
+    """
+    groups = {key: parser.add_argument_group(title) for key, title in titles.items()}
+    hints = typing.get_type_hints(cls)
+    for spec in dataclasses.fields(cls):
+        settings = dict(spec.metadata)
+        group, flag = groups[settings.pop("group")], settings.pop("flag") or "--" + spec.name.replace("_", "-")
+        settings = {**_parsing_of(hints[spec.name]), **settings}
+        default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
+        if default not in (None, [], False):
+            settings["help"] += f" (default: {default})"
+        group.add_argument(flag, dest=spec.name, default=argparse.SUPPRESS, **settings)
+
+
+def _parsing_of(hint: Any) -> dict[str, Any]:
+    """argparse settings for a field type: a flag for `bool`, several values for `list[X]`, `X` for `X | None`."""
+    arguments = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if isinstance(hint, types.UnionType) and len(arguments) == 1:
+        hint = arguments[0]
+    if hint is bool:
+        return {"action": "store_true"}
+    if typing.get_origin(hint) is list:
+        return {"type": typing.get_args(hint)[0], "nargs": "+"}
+    return {"type": hint} if hint in (int, float, str) else {}
+
+
+_PROTOCOL_ONLY = ("command", "handler", "protocol", "data_dir", "target", "shots", "config")
+
+
+def _training_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[LightNerTrainingArguments]:
+    """The runs the command line asks for: a saved configuration (`--config`), then the options typed, over the
+    protocol's settings if one is named; bad values are usage errors (exit 2) naming the field."""
+    from .protocols import protocol_runs
+
+    options = LightNerTrainingArguments.read_json_file(args.config) if args.config else {}
+    options.update({key: value for key, value in vars(args).items() if key not in _PROTOCOL_ONLY})
+    if options.get("output_dir") is None:
+        parser.error("train needs --output")
+    if not args.protocol and options.get("train_file") is None:
+        parser.error("train needs --train FILE (or --protocol)")
     try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not a JSON object or a JSON file: {error}") from None
-    if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
-        raise argparse.ArgumentTypeError('expected a JSON object of strings, e.g. {"LOC": "location"}')
-    return parsed
-
-
-_PROTOCOL_ONLY = ("command", "handler", "protocol", "data_dir", "target", "shots")
+        if args.protocol:
+            return protocol_runs(args.protocol, args.data_dir, options, args.target, args.shots)
+        return [LightNerTrainingArguments(**options)]
+    except (TypeError, ValueError) as error:
+        parser.error(_one_line(error))
 
 
 def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from accelerate import PartialState
 
-    from .train import TrainingArguments, protocol_runs, train
+    from .checkpointing import check_output_dir
+    from .train import train
 
-    options = {key: value for key, value in vars(args).items() if key not in _PROTOCOL_ONLY and value is not None}
-    if args.output_dir is None:
-        parser.error("train needs --output")
-    if args.protocol:
-        runs = protocol_runs(args.protocol, args.data_dir, options, args.target, args.shots)
-    elif args.train_file is None:
-        parser.error("train needs --train FILE (or --protocol)")
-    else:
-        runs = [TrainingArguments(**options)]
+    runs = _training_runs(args, parser)
+    # Every run's folder checked before the first trains: a protocol's second run must not fail after the first.
+    for run in runs:
+        check_output_dir(Path(run.output_dir), run.fingerprint(), run.resume, run.overwrite)
     for run in runs:
         results = train(run)
     if PartialState().is_main_process:
@@ -271,24 +218,69 @@ def _print_results(results: dict[str, Any], output_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def positive_int(value: str) -> int:
+    """An integer of at least 1 (argparse type), so that `--batch-size 0` is a usage error rather than a crash."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def torch_device(value: str) -> str:
+    """A device this machine has (argparse type): a misspelt or missing device is a usage error before any model is
+    loaded, not a traceback from deep inside torch."""
+    import torch
+
+    try:
+        device = torch.device(value)
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(f"not a torch device ({error})") from None
+    if device.type == "cpu":
+        return value
+    module = getattr(torch, device.type, None)
+    available = getattr(module, "is_available", lambda: False)()
+    if not available:
+        raise argparse.ArgumentTypeError(f"{device.type} is not available on this machine (or in this torch build)")
+    if device.index is not None and device.index >= module.device_count():
+        raise argparse.ArgumentTypeError(f"{value}: this machine has {module.device_count()} {device.type} device(s)")
+    return value
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser, batch_size: bool = True) -> None:
     parser.add_argument("--model", required=True, help="adapter folder or Hub id (its backbone is loaded too)")
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--device",
+        type=torch_device,
+        help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available, else cpu)",
+    )
     if batch_size:
-        parser.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default: 32)")
-        parser.add_argument("--num-beams", type=int, help="beams; 1 is greedy (default: the adapter's setting)")
+        parser.add_argument("--batch-size", type=positive_int, default=32, help="sentences per batch (default: 32)")
+        parser.add_argument(
+            "--num-beams", type=positive_int, help="beams; 1 is greedy (default: the adapter's setting)"
+        )
 
 
 def _add_evaluate_parser(commands) -> None:
+    from .evaluation import EVALUATION_RESULTS_NAME
+
     parser = commands.add_parser(
         "evaluate",
         help="score an adapter on a labelled file",
         description="Entity-level precision, recall and F1 (micro, macro, per type; exact span and type) over every "
-        "sentence of a labelled file, printed as a table and written to OUTPUT/results.json.",
+        "sentence of a labelled file, printed as a table and written as JSON to --output.",
     )
     _add_model_arguments(parser)
-    parser.add_argument("--data", required=True, help="labelled sentences: CoNLL column file or .jsonl")
-    parser.add_argument("--output", type=Path, help="folder for results.json (default: the --model folder)")
+    parser.add_argument("--data", required=True, help=f"labelled sentences ({', '.join(LABELLED_FORMATS)})")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help=f"JSON file for the scores, or a folder to hold {EVALUATION_RESULTS_NAME} (default: "
+        f"{EVALUATION_RESULTS_NAME} in the --model folder when it is a local folder, else in the current directory; "
+        "never the training run's results.json)",
+    )
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -305,11 +297,11 @@ def _add_predict_parser(commands) -> None:
     parser.add_argument("--html", type=Path, help="also write the sentences with their entities as an HTML page")
     parser.add_argument(
         "--format",
-        choices=INPUT_FORMATS,
+        choices=("auto", *FORMATS),
         default="auto",
-        help="input format (default: auto): .jsonl/.json as JSON Lines, else a CoNLL file if it parses as one, "
-        "else plain text with one sentence per line, split into words as the pipeline splits raw text (punctuation "
-        "apart, as in CoNLL data; a blank line is an empty sentence)",
+        help="input format (default: auto): a folder as a datasets folder, .jsonl/.json as JSON Lines, else a CoNLL "
+        "file if it parses as one, else plain text with one sentence per line, split into words as the pipeline "
+        "splits raw text (punctuation apart, as in CoNLL data; a blank line is an empty sentence)",
     )
     parser.set_defaults(handler=_run_predict)
 
@@ -351,57 +343,71 @@ def _run_convert(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     return run(args)
 
 
+def _is_hub_id(name: str) -> bool:
+    """Whether `name` could name a Hub repository (`org/name` or `name`), as opposed to only a local path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
 def _load_model(args: argparse.Namespace):
+    """The adapter of `--model` on `--device`; a path that exists nowhere is named as a missing folder, not as a
+    failed Hub download."""
     import torch
 
     from lightner.modeling_lightner import LightNerModel
 
+    local = Path(args.model).exists()
+    if not local and not _is_hub_id(args.model):
+        raise FileNotFoundError(f"folder {args.model} does not exist")
+    try:
+        model = LightNerModel.from_pretrained(args.model)
+    except OSError as error:
+        if local:
+            raise
+        raise FileNotFoundError(
+            f"folder {args.model} does not exist, and it is not a model the Hub could give ({_one_line(error)})"
+        ) from None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return LightNerModel.from_pretrained(args.model).to(device)
+    return model.to(device)
+
+
+def evaluation_output(model: str, output: Path | None) -> Path:
+    """Where `lightner evaluate` writes its scores (see its --output help): never into a Hub id's name as a path,
+    never over the training run's `results.json`."""
+    from .evaluation import EVALUATION_RESULTS_NAME
+
+    if output is None:
+        folder = Path(model) if Path(model).is_dir() else Path.cwd()
+        return folder / EVALUATION_RESULTS_NAME
+    return output / EVALUATION_RESULTS_NAME if output.is_dir() else output
 
 
 def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .data import load_sentences
+    from .evaluation import evaluate_sentences, write_results
     from .metrics import format_table
-    from .train import RESULTS_NAME, evaluate_sentences
 
     sentences = load_sentences(args.data)
     model = _load_model(args)
     scores = evaluate_sentences(model, sentences, batch_size=args.batch_size, num_beams=args.num_beams)
-    output_dir = args.output or Path(args.model)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / RESULTS_NAME
-    path.write_text(json.dumps({"model": str(args.model), "data": str(args.data), **scores}, indent=1))
+    path = evaluation_output(args.model, args.output)
+    write_results(path, {"model": str(args.model), "data": str(args.data), **scores})
     print(format_table(scores))
     print(f"\nwritten to {path}")
     return 0
 
 
-def read_input_sentences(path: str | os.PathLike, input_format: str = "auto") -> list[list[str]]:
-    """Word lists of a labelled file (labels ignored) or of plain text, one sentence per line.
-
-    Plain text is split as the pipeline splits raw text (`text_utils.split_words`): a model trained on CoNLL-style
-    words sees `Paris .` rather than `Paris.`.
-    """
-    from .data import DataFormatError, read_conll, read_jsonl
-
-    suffix = Path(path).suffix.lower()
-    if input_format == "jsonl" or (input_format == "auto" and suffix in (".jsonl", ".json")):
-        return [sentence.words for sentence in read_jsonl(path)]
-    if input_format in ("conll", "auto"):
-        try:
-            return [sentence.words for sentence in read_conll(path)]
-        except DataFormatError:
-            if input_format == "conll":
-                raise
-    from lightner.text_utils import split_words
-
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [[line[start:end] for start, end in split_words(line)] for line in lines]
-
-
 def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    sentences = read_input_sentences(args.input, args.format)
+    from .data import read_words
+
+    sentences = read_words(args.input, args.format)
     model = _load_model(args)
     predictions = model.predict(sentences, batch_size=args.batch_size, num_beams=args.num_beams, show_progress=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -31,10 +31,15 @@ class Span(NamedTuple):
 
 @dataclass
 class Sentence:
-    """A tokenized sentence and its entities, kept sorted by `(start, end)` so that equal sentences compare equal."""
+    """A tokenized sentence and its entities, kept sorted by `(start, end)` so that equal sentences compare equal.
+
+    `line` is where the sentence starts in the file it was read from (1-based), if known, so that a problem found
+    later (a sentence too long for the backbone) can still be located; it takes no part in comparisons.
+    """
 
     words: list[str]
     entities: list[Span] = field(default_factory=list)
+    line: int | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         self.entities = sorted(Span(*entity) for entity in self.entities)
@@ -223,7 +228,7 @@ def read_conll(path: str | PathLike, *, scheme: str = "auto") -> list[Sentence]:
                 tags.append(_parse_tag(columns[-1], prefixes))
             except ValueError as error:
                 raise DataFormatError(path, number, str(error)) from None
-        sentences.append(Sentence([columns[0] for _, columns in block], _decode(tags)))
+        sentences.append(Sentence([columns[0] for _, columns in block], _decode(tags), line=block[0][0]))
     if not sentences:
         raise DataFormatError(path, None, "no sentences found")
     return sentences
@@ -284,11 +289,13 @@ def read_jsonl(path: str | PathLike) -> list[Sentence]:
         if not line.strip():
             continue
         try:
-            sentences.append(_sentence_from_json(json.loads(line)))
+            sentence = _sentence_from_json(json.loads(line))
         except json.JSONDecodeError as error:
             raise DataFormatError(path, number, f"invalid JSON: {error.msg} (column {error.colno})") from None
         except (TypeError, ValueError) as error:
             raise DataFormatError(path, number, str(error)) from None
+        sentence.line = number
+        sentences.append(sentence)
     if not sentences:
         raise DataFormatError(path, None, "no sentences found")
     return sentences
@@ -302,11 +309,20 @@ def write_jsonl(sentences: Iterable[Sentence], path: str | PathLike) -> None:
             file.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def load_sentences(path: str | PathLike) -> list[Sentence]:
-    """Read `.jsonl`/`.json` files as JSON Lines and anything else as a CoNLL column file."""
-    if Path(path).suffix.lower() in (".jsonl", ".json"):
-        return read_jsonl(path)
-    return read_conll(path)
+def read_text(path: str | PathLike) -> list[Sentence]:
+    """Unlabelled sentences of a plain-text file, one per line, split into words as the pipeline splits raw text
+    (`text_utils.split_words`: punctuation apart, as in CoNLL data), so that a model trained on CoNLL words sees
+    `Paris .` rather than `Paris.`. A blank line is an empty sentence, kept so that outputs line up with inputs."""
+    from lightner.text_utils import split_words
+
+    path = Path(path)
+    lines = _read_text(path).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [
+        Sentence([text[start:end] for start, end in split_words(text)], line=number)
+        for number, text in enumerate((line.replace("\r", "") for line in lines), start=1)
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -364,6 +380,154 @@ def to_hf_dataset(sentences: Sequence[Sentence], *, types: Sequence[str] | None 
     return Dataset.from_dict(columns, features=features)
 
 
+def read_hf_folder(
+    path: str | PathLike, split: str | None = None, tokens_column: str = "tokens", tags_column: str = "ner_tags"
+) -> list[Sentence]:
+    """Sentences of a `datasets` folder (`save_to_disk`); one holding several splits needs `split`."""
+    from datasets import DatasetDict, load_from_disk
+
+    dataset = load_from_disk(str(path))
+    if isinstance(dataset, DatasetDict):
+        if split not in dataset:
+            raise ValueError(f"{path} holds the splits {list(dataset)}; choose one with --split")
+        dataset = dataset[split]
+    return from_hf_dataset(dataset, tokens_column=tokens_column, tags_column=tags_column)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The formats: one table for training, the CLI and the converter
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What some readers need beyond the path: a `datasets` folder's split and columns, a CoNLL file's tag scheme."""
+
+    split: str | None = None
+    tokens_column: str = "tokens"
+    tags_column: str = "ner_tags"
+    scheme: str = "auto"
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """What some writers need: a CoNLL file's tag scheme, a `datasets` folder's label order (shared across splits)."""
+
+    scheme: str = "IOB2"
+    types: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """A file format: how to read it, how to write it (None: input only), and whether a path looks like one.
+
+    `labelled` formats hold entities, so they can train and score; plain text only feeds prediction.
+    """
+
+    name: str
+    description: str
+    labelled: bool
+    matches: Callable[[Path], bool]
+    read: Callable[[Path, ReadOptions], list[Sentence]]
+    write: Callable[[Sequence[Sentence], Path, WriteOptions], None] | None
+
+
+_JSON_SUFFIXES = (".jsonl", ".json")
+
+# In detection order: the first format whose `matches` accepts a path is that path's format.
+FORMATS: dict[str, DataFormat] = {
+    spec.name: spec
+    for spec in (
+        DataFormat(
+            "hf",
+            "a Hugging Face datasets folder (save_to_disk), detected as a folder or a path without suffix",
+            labelled=True,
+            matches=lambda path: path.is_dir() or (not path.suffix and not path.is_file()),
+            read=lambda path, o: read_hf_folder(path, o.split, o.tokens_column, o.tags_column),
+            write=lambda sentences, path, o: to_hf_dataset(sentences, types=o.types).save_to_disk(str(path)),
+        ),
+        DataFormat(
+            "jsonl",
+            "JSON Lines of {tokens, entities}, detected by the suffix .jsonl or .json",
+            labelled=True,
+            matches=lambda path: path.suffix.lower() in _JSON_SUFFIXES,
+            read=lambda path, o: read_jsonl(path),
+            write=lambda sentences, path, o: write_jsonl(sentences, path),
+        ),
+        DataFormat(
+            "conll",
+            "a CoNLL column file (word first, tag last), any other file",
+            labelled=True,
+            matches=lambda path: True,
+            read=lambda path, o: read_conll(path, scheme=o.scheme),
+            write=lambda sentences, path, o: write_conll(sentences, path, scheme=o.scheme),
+        ),
+        DataFormat(
+            "text",
+            "plain text, one sentence per line (prediction input only; chosen when a file is not a CoNLL file)",
+            labelled=False,
+            matches=lambda path: False,
+            read=lambda path, o: read_text(path),
+            write=None,
+        ),
+    )
+}
+LABELLED_FORMATS = tuple(name for name, spec in FORMATS.items() if spec.labelled)
+
+
+def detect_format(path: str | PathLike) -> str:
+    """The name of the first format in `FORMATS` whose detection accepts `path` (for reading or for writing)."""
+    return next(name for name, spec in FORMATS.items() if spec.matches(Path(path)))
+
+
+def _format(name: str, labelled: bool) -> DataFormat:
+    allowed = LABELLED_FORMATS if labelled else tuple(FORMATS)
+    if name not in allowed:
+        raise ValueError(f"unknown data format {name!r}; expected one of {allowed}")
+    return FORMATS[name]
+
+
+def read_sentences(
+    path: str | PathLike, data_format: str = "auto", options: ReadOptions = ReadOptions()
+) -> list[Sentence]:
+    """Labelled sentences of `path` in `data_format` ("auto": `detect_format`)."""
+    name = detect_format(path) if data_format == "auto" else data_format
+    return _format(name, labelled=True).read(Path(path), options)
+
+
+def load_sentences(path: str | PathLike) -> list[Sentence]:
+    """Labelled sentences in the format detected from the path (what training and evaluation read)."""
+    return read_sentences(path)
+
+
+def read_words(path: str | PathLike, data_format: str = "auto") -> list[list[str]]:
+    """Word lists of a labelled file (labels ignored) or of plain text (see `read_text`).
+
+    "auto" reads what `detect_format` says, except that a file which does not parse as CoNLL is read as plain text:
+    a text file has no tag column, and its sentences are what the user wants tagged.
+    """
+    name = detect_format(path) if data_format == "auto" else data_format
+    try:
+        sentences = _format(name, labelled=False).read(Path(path), ReadOptions())
+    except DataFormatError:
+        if data_format != "auto" or name != "conll":
+            raise
+        sentences = read_text(path)
+    return [sentence.words for sentence in sentences]
+
+
+def write_sentences(
+    sentences: Sequence[Sentence],
+    path: str | PathLike,
+    data_format: str = "auto",
+    options: WriteOptions = WriteOptions(),
+) -> None:
+    """Write `sentences` to `path` in `data_format` ("auto": `detect_format`)."""
+    name = detect_format(path) if data_format == "auto" else data_format
+    spec = _format(name, labelled=True)
+    spec.write(sentences, Path(path), options)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Entity types and few-shot sampling
 # --------------------------------------------------------------------------------------------------------------------
@@ -409,7 +573,18 @@ def sample_k_shot(sentences: Sequence[Sentence], k: int, seed: int) -> list[Sent
 
 
 __all__ = [
+    "FORMATS",
+    "LABELLED_FORMATS",
+    "DataFormat",
     "DataFormatError",
+    "ReadOptions",
+    "WriteOptions",
+    "detect_format",
+    "read_hf_folder",
+    "read_sentences",
+    "read_text",
+    "read_words",
+    "write_sentences",
     "Sentence",
     "Span",
     "entity_types",

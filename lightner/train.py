@@ -1,14 +1,13 @@
-"""Training LightNER adapters with `accelerate`, and the paper's low-resource protocols (§7 of the spec).
+"""The training loop of LightNER adapters, with `accelerate`.
 
 One loop serves one CPU, one GPU and several processes (`accelerate launch`): AdamW on the parameters that require
 gradients (the prompt generators and label-word weights, or everything with `full_finetune`), linear warm-up and
 decay, gradient clipping and accumulation, mixed precision where the hardware has it, an evaluation on the dev set
-after every epoch, and the best adapter kept in the output folder (adapter only). Checkpoints made with
-`accelerator.save_state` hold only the trainable parameters, the optimizer, the scheduler and the random states, so
-that a run killed mid-epoch resumes with `resume=True` and ends with the adapter an uninterrupted run would have made.
+after every epoch, and the best adapter kept in the output folder (adapter only). Every data file is read and encoded
+before the first step, so that a bad dev or test sentence stops the run at once rather than after hours of training.
 
 Output folder: the adapter (`config.json`, `model.safetensors`, tokenizer files), `results.json`, `metrics.jsonl`,
-`learning_curve.png`, `training_args.json` and `checkpoints/`.
+`learning_curve.png`, `training_args.json` and `checkpoints/` (see `lightner.checkpointing`).
 """
 
 from __future__ import annotations
@@ -16,10 +15,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,13 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import (
-    SAFE_WEIGHTS_NAME,
     DataLoaderConfiguration,
     ProjectConfiguration,
-    gather_object,
+    is_bf16_available,
+    is_fp16_available,
     set_seed,
 )
+from accelerate.utils.imports import get_torch_accelerator_backend
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -43,144 +43,26 @@ from lightner.configuration_lightner import LightNerConfig
 from lightner.modeling_lightner import ADAPTER_WEIGHTS_NAME, LightNerModel
 from lightner.tokenization_utils import EncodedSentence, collate, encode_sentences, encode_target
 
-from .data import Sentence, entity_types, load_sentences
-from .metrics import span_f1
+from .arguments import TRAINING_ARGS_NAME, LightNerTrainingArguments
+from .checkpointing import (
+    LEARNING_CURVE_NAME,
+    METRICS_LOG_NAME,
+    RESULTS_NAME,
+    RunState,
+    check_output_dir,
+    clear_output_dir,
+    load_best_adapter,
+    register_checkpoint_hooks,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from .data import DataFormatError, Sentence, load_sentences
+from .evaluation import evaluate_sentences, write_results
 
 logger = get_logger(__name__)
 
-CHECKPOINTS_DIR = "checkpoints"
-TRAINER_STATE_NAME = "trainer_state.json"
-METRICS_LOG_NAME = "metrics.jsonl"
-RESULTS_NAME = "results.json"
-LEARNING_CURVE_NAME = "learning_curve.png"
-TRAINING_ARGS_NAME = "training_args.json"
 # Exit status of a run stopped by `stop_after_steps`, as if it had been killed.
 INTERRUPTED_EXIT_CODE = 75
-
-
-@dataclass
-class TrainingArguments:
-    """Everything one training run needs. Defaults are the reference's CoNLL-2003 settings (§8)."""
-
-    backbone: str = "facebook/bart-large"
-    train_file: str | None = None
-    output_dir: str | None = None
-    dev_file: str | None = None
-    test_file: str | None = None
-    entity_types: list[str] | None = None
-    label_words: dict[str, str] | None = None
-    init_prompts_from: str | None = None
-    epochs: int = 30
-    batch_size: int = 16
-    eval_batch_size: int = 32
-    learning_rate: float = 2e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str = "auto"
-    seed: int = 42
-    prompt_length: int = 10
-    prompt_hidden_size: int = 800
-    dropout: float = 0.3
-    full_finetune: bool = False
-    max_length_a: float = 0.6
-    num_beams: int = 1
-    checkpoint_steps: int = 500
-    checkpoints_limit: int = 2
-    logging_steps: int = 10
-    resume: bool = False
-    report_to: list[str] = field(default_factory=list)
-    stop_after_steps: int | None = None
-
-    def __post_init__(self):
-        if self.train_file is None or self.output_dir is None:
-            raise ValueError("training needs a train file and an output folder")
-        for name in ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "checkpoint_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
-
-    def fingerprint(self) -> dict[str, Any]:
-        """The arguments a resumed run must share with the run it continues (everything that shapes the result)."""
-        ignored = {"resume", "report_to", "stop_after_steps", "logging_steps", "checkpoint_steps", "checkpoints_limit"}
-        return {name: value for name, value in asdict(self).items() if name not in ignored}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Protocols (§7)
-# ---------------------------------------------------------------------------------------------------------------------
-
-_CONLL_SETTINGS = {"learning_rate": 2e-5, "batch_size": 16, "epochs": 30, "max_length_a": 0.6}
-_MIT_SETTINGS = {"learning_rate": 5e-5, "batch_size": 3, "epochs": 30, "max_length_a": 0.8}
-PROTOCOLS = ("indomain", "supervised", "crossdomain")
-CROSS_DOMAIN_SHOTS = {
-    "mit-movie": (10, 20, 50, 100, 200, 500),
-    "mit-restaurant": (10, 20, 50, 100, 200, 500),
-    "atis": (10, 20, 50),
-}
-
-
-def protocol_settings(name: str, data_dir: str | os.PathLike, target: str | None = None, shots: int | None = None):
-    """Data files and the reference's hyperparameters of one protocol, as `TrainingArguments` fields.
-
-    `indomain`: CoNLL-2003 `indomain-train.txt` (LOC and MISC with 100 mentions each), dev `dev.txt`, test `test.txt`.
-    `supervised`: CoNLL-2003 `train.txt`, `dev.txt`, `test.txt`.
-    `crossdomain`: the `target` corpus's `{shots}-shot-train.txt`, tested on its `test.txt`. These corpora have no dev
-    set and the test set is never used for selection, so the last epoch's adapter is kept.
-    """
-    data_dir = Path(data_dir)
-    if name in ("indomain", "supervised"):
-        train = "indomain-train.txt" if name == "indomain" else "train.txt"
-        files = {
-            "train_file": f"conll2003/{train}",
-            "dev_file": "conll2003/dev.txt",
-            "test_file": "conll2003/test.txt",
-        }
-        settings = _CONLL_SETTINGS
-    elif name == "crossdomain":
-        if target not in CROSS_DOMAIN_SHOTS:
-            raise ValueError(
-                f"the crossdomain protocol needs a target among {sorted(CROSS_DOMAIN_SHOTS)}, got {target!r}"
-            )
-        if shots not in CROSS_DOMAIN_SHOTS[target]:
-            raise ValueError(f"{target} has k-shot files for k in {CROSS_DOMAIN_SHOTS[target]}, got {shots!r}")
-        files = {"train_file": f"{target}/{shots}-shot-train.txt", "dev_file": None, "test_file": f"{target}/test.txt"}
-        settings = _MIT_SETTINGS
-    else:
-        raise ValueError(f"unknown protocol {name!r}; expected one of {PROTOCOLS}")
-    resolved = {key: None if value is None else str(data_dir / value) for key, value in files.items()}
-    missing = [path for path in resolved.values() if path is not None and not Path(path).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"protocol {name!r} needs {missing[0]}, which does not exist; point --data-dir at the folder holding the "
-            "paper's splits (conll2003/, mit-movie/, mit-restaurant/, atis/)"
-        )
-    return {**settings, **resolved}
-
-
-def protocol_runs(
-    name: str,
-    data_dir: str | os.PathLike,
-    options: dict[str, Any],
-    target: str | None = None,
-    shots: int | None = None,
-) -> list[TrainingArguments]:
-    """The runs of a protocol in order; `options` (explicit user choices) override the protocol's settings.
-
-    The cross-domain protocol is two runs unless `options["init_prompts_from"]` names a source adapter: a supervised
-    CoNLL-2003 source adapter in `<output>/source`, then the target adapter in `<output>`, whose prompts start from
-    the source's. Data files, types and label words given in `options` concern the target run only.
-    """
-    runs = [TrainingArguments(**{**protocol_settings(name, data_dir, target, shots), **options})]
-    if name == "crossdomain" and not options.get("init_prompts_from"):
-        target_only = {"train_file", "dev_file", "test_file", "entity_types", "label_words", "output_dir"}
-        shared = {key: value for key, value in options.items() if key not in target_only}
-        source_dir = str(Path(options["output_dir"]) / "source")
-        source = TrainingArguments(**{**protocol_settings("supervised", data_dir), **shared, "output_dir": source_dir})
-        runs = [source, replace(runs[0], init_prompts_from=source_dir)]
-    return runs
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -188,31 +70,113 @@ def protocol_runs(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def resolve_entity_types(requested: Sequence[str] | None, *splits: Sequence[Sentence]) -> list[str]:
-    """`requested` if given, else every type of the splits in order of first appearance (train first)."""
-    types = list(requested) if requested else entity_types(sentence for split in splits for sentence in split)
+@dataclass
+class RunData:
+    """The sentences of every split (empty without a file) and the entity types the run learns."""
+
+    train: list[Sentence]
+    dev: list[Sentence]
+    test: list[Sentence]
+    types: list[str]
+
+
+def _type_counts(splits: Mapping[str, Sequence[Sentence]]) -> dict[str, Counter]:
+    return {name: Counter(span.type for s in sentences for span in s.entities) for name, sentences in splits.items()}
+
+
+def _describe_counts(counts: Counter) -> str:
+    return ", ".join(f"{name} ({count})" for name, count in counts.most_common()) or "none"
+
+
+def resolve_entity_types(requested: Sequence[str] | None, splits: Mapping[str, Sequence[Sentence]]) -> list[str]:
+    """The types to learn: `requested` if given, else every type of the train and dev splits in order of first
+    appearance (train first).
+
+    A requested type absent from the training data is refused, since nothing could teach it, naming the types that do
+    occur with their counts.
+    """
+    if requested:
+        train_counts = _type_counts(splits)["train"]
+        absent = [name for name in requested if train_counts[name] == 0]
+        if absent:
+            occurring = _describe_counts(train_counts)
+            raise ValueError(f"--types {' '.join(absent)}: not in the training data, whose types are {occurring}")
+        return list(requested)
+    types = list(dict.fromkeys(span.type for split in ("train", "dev") for s in splits[split] for span in s.entities))
     if not types:
         raise ValueError("the training data has no entities, so there are no entity types to learn; pass --types")
     return types
+
+
+def left_out_types(types: Sequence[str], splits: Mapping[str, Sequence[Sentence]]) -> str | None:
+    """Per split, the entities of types outside `types` with their counts, or None: a run restricted by `--types`
+    warns with this rather than dropping them silently, since a left-out type is often a typo or a wrong file."""
+    counts = _type_counts(splits)
+    left_out = {
+        split: Counter({t: c for t, c in counter.items() if t not in types}) for split, counter in counts.items()
+    }
+    described = "; ".join(f"{split}: {_describe_counts(counter)}" for split, counter in left_out.items() if counter)
+    return f"leaving out entities of types not in --types: {described}" if described else None
 
 
 def restrict_to_types(sentences: Sequence[Sentence], types: Sequence[str]) -> list[Sentence]:
     """The sentences without entities of other types, for a run restricted to some types (`--types`): it learns and
     is scored on those only. Without that choice nothing is dropped, so a test type never seen in training counts."""
     keep = set(types)
-    return [Sentence(s.words, [span for span in s.entities if span.type in keep]) for s in sentences]
+    return [Sentence(s.words, [span for span in s.entities if span.type in keep], s.line) for s in sentences]
+
+
+def load_run_data(args: LightNerTrainingArguments) -> RunData:
+    """Every split read (errors name file and line) and restricted to the run's types when `--types` chose them."""
+    files = {"train": args.train_file, "dev": args.dev_file, "test": args.test_file}
+    splits = {name: load_sentences(path) if path else [] for name, path in files.items()}
+    types = resolve_entity_types(args.entity_types, splits)
+    if args.entity_types:
+        warning = left_out_types(types, splits)
+        if warning:
+            logger.warning(warning)
+        splits = {name: restrict_to_types(sentences, types) for name, sentences in splits.items()}
+    return RunData(splits["train"], splits["dev"], splits["test"], types)
+
+
+def encode_file_sentences(
+    tokenizer, sentences: Sequence[Sentence], path: str, max_positions: int
+) -> list[EncodedSentence]:
+    """Encode the sentences of one file; a sentence that cannot be encoded (too long for the backbone, a word that
+    encodes to nothing) raises `DataFormatError` naming the file, the sentence's number and its line."""
+    try:
+        return encode_sentences(tokenizer, [sentence.words for sentence in sentences], max_positions)
+    except (TypeError, ValueError) as error:
+        failure = error
+    # Slow path, only on failure: encode one sentence at a time to find the first bad one.
+    for number, sentence in enumerate(sentences, start=1):
+        try:
+            encode_sentences(tokenizer, [sentence.words], max_positions)
+        except (TypeError, ValueError) as error:
+            # Encoded alone, the sentence is "sentence 0" in the message: give it its number in the file.
+            problem = str(error).replace("sentence 0", f"sentence {number}", 1)
+            raise DataFormatError(path, sentence.line, problem) from None
+    raise DataFormatError(path, None, str(failure))
 
 
 def encode_examples(
-    tokenizer, sentences: Sequence[Sentence], types: Sequence[str], max_positions: int
+    tokenizer, sentences: Sequence[Sentence], types: Sequence[str], max_positions: int, path: str = "training data"
 ) -> list[tuple[EncodedSentence, list[int]]]:
     """Source ids and pointer targets of every sentence, computed once before training."""
     type_ids = {name: index for index, name in enumerate(types)}
-    encoded = encode_sentences(tokenizer, [sentence.words for sentence in sentences], max_positions)
+    encoded = encode_file_sentences(tokenizer, sentences, path, max_positions)
     return [
         (source, encode_target(source, sentence.entities, type_ids, index))
         for index, (source, sentence) in enumerate(zip(encoded, sentences))
     ]
+
+
+def check_evaluation_files(tokenizer, args: LightNerTrainingArguments, data: RunData, max_positions: int) -> None:
+    """Encode the dev and test sentences once, so that one the model cannot take fails before training, not after.
+    Empty sentences are skipped: prediction gives them no entities."""
+    for path, sentences in ((args.dev_file, data.dev), (args.test_file, data.test)):
+        if path:
+            encode_file_sentences(tokenizer, [s for s in sentences if s.words], path, max_positions)
 
 
 class Collator:
@@ -231,8 +195,23 @@ class Collator:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def build_model(args: TrainingArguments, types: Sequence[str]) -> LightNerModel:
+def check_backbone_folder(backbone: str) -> None:
+    """Refuse a local `--backbone` folder that holds no BART: its weights would not load and training would start
+    from random ones. Hub ids are left to the loader."""
+    folder = Path(backbone)
+    if not folder.is_dir():
+        return
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"--backbone {backbone}: the folder has no config.json, so it holds no BART model")
+    model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    if model_type != "bart":
+        raise ValueError(f"--backbone {backbone}: the folder holds a {model_type!r} model, not a BART")
+
+
+def build_model(args: LightNerTrainingArguments, types: Sequence[str]) -> LightNerModel:
     """A fresh adapter on the backbone; raises the backbone loader's `OSError` (which says what to do) if it fails."""
+    check_backbone_folder(args.backbone)
     model = LightNerModel.from_backbone(
         args.backbone,
         list(types),
@@ -274,141 +253,9 @@ def init_prompts_from(model: LightNerModel, source: str | os.PathLike) -> None:
     model.load_adapter_state_dict({**prompts, **head}, source=source)
 
 
-def load_adapter(output_dir: Path, current: LightNerModel, full_finetune: bool) -> LightNerModel:
-    """The adapter saved in `output_dir`, sharing `current`'s backbone unless full fine-tuning changed it since."""
-    if full_finetune:
-        return LightNerModel.from_pretrained(output_dir)
-    return LightNerModel.from_pretrained(output_dir, backbone=current.backbone, tokenizer=current.tokenizer)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
-# Evaluation
+# Logs
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def predict_entities(
-    model: LightNerModel,
-    sentences: Sequence[Sequence[str]],
-    accelerator: Accelerator | None = None,
-    batch_size: int = 32,
-    num_beams: int | None = None,
-) -> list[list[dict]]:
-    """Predictions for every sentence; with several processes each predicts a share and all get every prediction.
-
-    A sentence's prediction does not depend on its batch (the model guarantees it), so the result, and any score
-    computed from it, is the same for any number of processes.
-    """
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    indices = list(range(rank, len(sentences), world))
-    show_progress = accelerator is None or accelerator.is_local_main_process
-    predictions = model.predict([sentences[i] for i in indices], batch_size, num_beams, show_progress=show_progress)
-    shared = list(zip(indices, predictions))
-    if world > 1:
-        shared = gather_object(shared)
-    return [prediction for _, prediction in sorted(shared, key=lambda pair: pair[0])]
-
-
-def evaluate_sentences(
-    model: LightNerModel,
-    sentences: Sequence[Sentence],
-    accelerator: Accelerator | None = None,
-    batch_size: int = 32,
-    num_beams: int | None = None,
-) -> dict[str, Any]:
-    """Entity-level scores (`span_f1`) of the model's predictions over every sentence, with or without entities."""
-    predictions = predict_entities(model, [s.words for s in sentences], accelerator, batch_size, num_beams)
-    return span_f1([s.entities for s in sentences], predictions)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Checkpoints and logs
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainerState:
-    """Where a run stands: saved with every checkpoint (as JSON, after everything else, so it marks a complete one)."""
-
-    epoch: int = 0
-    step_in_epoch: int = 0
-    global_step: int = 0
-    epoch_loss_sum: float = 0.0
-    epoch_loss_count: int = 0
-    best_f1: float | None = None
-    best_epoch: int | None = None
-    log_lines: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    arguments: dict[str, Any] = field(default_factory=dict)
-
-
-def _checkpoint_number(path: Path) -> int:
-    return int(path.name.rsplit("_", 1)[-1])
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint (one whose trainer state was written), or None."""
-    folder = output_dir / CHECKPOINTS_DIR
-    if not folder.is_dir():
-        return None
-    complete = [path for path in folder.glob("checkpoint_*") if (path / TRAINER_STATE_NAME).exists()]
-    return max(complete, key=_checkpoint_number, default=None)
-
-
-def _remove_incomplete_checkpoints(output_dir: Path) -> None:
-    """Checkpoints a kill interrupted would otherwise count towards the limit and push out a complete one."""
-    for path in (output_dir / CHECKPOINTS_DIR).glob("checkpoint_*"):
-        if not (path / TRAINER_STATE_NAME).exists():
-            shutil.rmtree(path)
-
-
-def _keep_trainable_weights(models: list, weights: list[dict], output_dir: str) -> None:
-    """Checkpoint only what training changes: with a frozen backbone, the prompt MLPs (0.25 GB for bart-large)
-    rather than also the 1.6 GB of backbone weights that never change."""
-    for index, model in enumerate(models):
-        trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
-        weights[index] = {name: tensor for name, tensor in weights[index].items() if name in trainable}
-
-
-def _load_trainable_weights(models: list, input_dir: str) -> None:
-    """The counterpart of `_keep_trainable_weights`; takes the models off accelerate's list so it loads nothing."""
-    for model in models:
-        state = load_file(os.path.join(input_dir, SAFE_WEIGHTS_NAME))
-        missing = {name for name, p in model.named_parameters() if p.requires_grad} - set(state)
-        if missing:
-            raise ValueError(f"checkpoint {input_dir} lacks trainable tensors {sorted(missing)[:5]}")
-        model.load_state_dict(state, strict=False)
-    models.clear()
-
-
-def save_checkpoint(accelerator: Accelerator, state: TrainerState) -> None:
-    """A resumable checkpoint in `checkpoints/checkpoint_<n>`; its trainer state, written last, marks it complete."""
-    location = Path(accelerator.save_state())
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (location / TRAINER_STATE_NAME).write_text(json.dumps(asdict(state), indent=1))
-    accelerator.wait_for_everyone()
-
-
-def resume_from_checkpoint(accelerator: Accelerator, output_dir: Path, arguments: dict[str, Any]) -> TrainerState:
-    """Load the newest complete checkpoint into the prepared objects; a fresh state if there is none."""
-    checkpoint = latest_checkpoint(output_dir)
-    if checkpoint is None:
-        logger.info(f"no checkpoint in {output_dir / CHECKPOINTS_DIR}: starting from the beginning")
-        return TrainerState(arguments=arguments)
-    state = TrainerState(**json.loads((checkpoint / TRAINER_STATE_NAME).read_text()))
-    changed = sorted(
-        key for key in arguments.keys() | state.arguments.keys() if arguments.get(key) != state.arguments.get(key)
-    )
-    if changed:
-        raise ValueError(f"cannot resume {output_dir}: these arguments differ from the interrupted run's: {changed}")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _remove_incomplete_checkpoints(output_dir)
-    accelerator.wait_for_everyone()
-    accelerator.load_state(str(checkpoint))
-    accelerator.project_configuration.iteration = _checkpoint_number(checkpoint) + 1
-    logger.info(f"resuming from {checkpoint}: epoch {state.epoch + 1}, {state.step_in_epoch} steps into it")
-    return state
 
 
 def _truncate_log(path: Path, lines: int) -> None:
@@ -418,7 +265,7 @@ def _truncate_log(path: Path, lines: int) -> None:
         path.write_text("".join(kept), encoding="utf-8")
 
 
-def log_metrics(accelerator: Accelerator, state: TrainerState, path: Path, values: dict[str, Any]) -> None:
+def log_metrics(accelerator: Accelerator, state: RunState, path: Path, values: dict[str, Any]) -> None:
     """One JSON line in `metrics.jsonl` (main process) and the same values to accelerate's trackers."""
     record = {"step": state.global_step, **values}
     if accelerator.is_main_process:
@@ -455,22 +302,34 @@ def plot_learning_curve(history: Sequence[dict[str, Any]], path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The loop
+# Set-up
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _native_bf16(device_type: str) -> bool:
+    """bf16 the accelerator computes natively. accelerate's `is_bf16_available` answers for every backend (MPS by
+    macOS version, XPU, NPU, ...), but on CUDA it also counts pre-Ampere GPUs, which emulate bf16 slower than fp16."""
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return is_bf16_available(ignore_tpu=True)
+
+
 def resolve_mixed_precision(choice: str) -> str | None:
-    """`auto`: what `accelerate launch` was told, else bf16 on GPUs that have it, fp16 on other GPUs, none on CPU."""
+    """`auto`: what `accelerate launch` was told, else bf16 on an accelerator with native bf16, fp16 on other
+    accelerators that have it, none on CPU (where autocast buys nothing for these models)."""
     if choice != "auto":
         return choice
     if "ACCELERATE_MIXED_PRECISION" in os.environ:
         return None
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
+    device_type, _ = get_torch_accelerator_backend()
+    if device_type is None:
+        return "no"
+    if _native_bf16(device_type):
+        return "bf16"
+    return "fp16" if is_fp16_available() else "no"
 
 
-def make_accelerator(args: TrainingArguments, output_dir: Path) -> Accelerator:
+def make_accelerator(args: LightNerTrainingArguments, output_dir: Path) -> Accelerator:
     accelerator = Accelerator(
         # Without `cpu`, accelerate turns processes launched on a machine without accelerators into independent
         # single-process runs instead of one gloo group.
@@ -487,8 +346,7 @@ def make_accelerator(args: TrainingArguments, output_dir: Path) -> Accelerator:
         # Shuffling from (seed, epoch) alone, so that a resumed epoch replays the same order.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
-    accelerator.register_save_state_pre_hook(_keep_trainable_weights)
-    accelerator.register_load_state_pre_hook(_load_trainable_weights)
+    register_checkpoint_hooks(accelerator)
     return accelerator
 
 
@@ -497,6 +355,30 @@ def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: f
     is several times slower over bart-large's 406 M parameters when the whole backbone trains."""
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay, fused=True)
+
+
+def prepare_training(
+    accelerator: Accelerator,
+    model: LightNerModel,
+    examples: Sequence[tuple[EncodedSentence, list[int]]],
+    args: LightNerTrainingArguments,
+) -> tuple[Any, torch.optim.Optimizer, DataLoader, Any]:
+    """The model, optimizer, shuffled batches and warm-up/decay schedule, all passed through `accelerator.prepare`
+    (so that batches land on the model's device and are sharded across processes)."""
+    # A generator of its own: a DataLoader otherwise draws from the global RNG whenever it starts iterating, and a
+    # resumed epoch, which starts mid-way, would then see other dropout masks than the uninterrupted run.
+    loader = DataLoader(
+        examples,
+        batch_size=args.batch_size,
+        shuffle=True,
+        collate_fn=Collator(model.tokenizer.pad_token_id),
+        generator=torch.Generator(),
+    )
+    # Counted in single-process steps: the prepared scheduler steps once per process for every optimizer step.
+    total_steps = math.ceil(len(loader) / args.gradient_accumulation_steps) * args.epochs
+    optimizer = make_optimizer(model, args.learning_rate, args.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(args.warmup_ratio * total_steps), total_steps)
+    return accelerator.prepare(model, optimizer, loader, scheduler)
 
 
 def training_step(
@@ -526,11 +408,9 @@ def single_process_launch_hint(num_processes: int, environ: Mapping[str, str]) -
     return None
 
 
-def _check_output_dir(output_dir: Path, resume: bool) -> None:
-    if not resume and latest_checkpoint(output_dir) is not None:
-        raise FileExistsError(
-            f"{output_dir} has checkpoints of an earlier run; pass --resume to continue it or choose another --output"
-        )
+# ---------------------------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -542,50 +422,39 @@ class _Run:
     optimizer: Any
     scheduler: Any
     loader: DataLoader
-    state: TrainerState
-    args: TrainingArguments
+    state: RunState
+    args: LightNerTrainingArguments
     output_dir: Path
+    # This process's summed micro-batch losses since they were last folded into `state`: kept on the device so that
+    # a step never waits for the device or the other processes; `_fold_loss` syncs when a log or checkpoint needs it.
+    loss_sum: torch.Tensor
 
 
-def train(args: TrainingArguments) -> dict[str, Any]:
-    """Train an adapter as `args` says and return the final results (also written to `results.json`)."""
+def train(args: LightNerTrainingArguments) -> dict[str, Any]:
+    """Train an adapter as `args` says and return the final results (also written to `results.json`).
+
+    Everything that can refuse the run (output folder, resume arguments, data files, types, backbone) is checked
+    before anything is written.
+    """
     output_dir = Path(args.output_dir)
-    _check_output_dir(output_dir, args.resume)
+    resumed = check_output_dir(output_dir, args.fingerprint(), args.resume, args.overwrite)
     accelerator = make_accelerator(args, output_dir)
     set_seed(args.seed)
-
-    train_sentences, dev_sentences, test_sentences = (
-        load_sentences(path) if path else [] for path in (args.train_file, args.dev_file, args.test_file)
-    )
-    types = resolve_entity_types(args.entity_types, train_sentences, dev_sentences)
-    if args.entity_types:
-        train_sentences, dev_sentences, test_sentences = (
-            restrict_to_types(split, types) for split in (train_sentences, dev_sentences, test_sentences)
-        )
-    model = build_model(args, types)
-    examples = encode_examples(model.tokenizer, train_sentences, types, model.backbone.config.max_position_embeddings)
-
-    # A generator of its own: a DataLoader otherwise draws from the global RNG whenever it starts iterating, and a
-    # resumed epoch, which starts mid-way, would then see other dropout masks than the uninterrupted run.
-    loader = DataLoader(
-        examples,
-        batch_size=args.batch_size,
-        shuffle=True,
-        collate_fn=Collator(model.tokenizer.pad_token_id),
-        generator=torch.Generator(),
-    )
-    # Counted in single-process steps: the prepared scheduler steps once per process for every optimizer step.
-    total_steps = math.ceil(len(loader) / args.gradient_accumulation_steps) * args.epochs
-    optimizer = make_optimizer(model, args.learning_rate, args.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(args.warmup_ratio * total_steps), total_steps)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    data = load_run_data(args)
+    model = build_model(args, data.types)
+    max_positions = model.backbone.config.max_position_embeddings
+    examples = encode_examples(model.tokenizer, data.train, data.types, max_positions, args.train_file)
+    check_evaluation_files(model.tokenizer, args, data, max_positions)
+    model, optimizer, loader, scheduler = prepare_training(accelerator, model, examples, args)
 
     if accelerator.is_main_process:
+        if args.overwrite:
+            clear_output_dir(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / TRAINING_ARGS_NAME).write_text(json.dumps(asdict(args), indent=1))
-    state = TrainerState(arguments=args.fingerprint())
-    if args.resume:
-        state = resume_from_checkpoint(accelerator, output_dir, args.fingerprint())
+        args.to_json_file(output_dir / TRAINING_ARGS_NAME)
+    state = resumed or RunState(arguments=args.fingerprint())
+    if resumed:
+        restore_checkpoint(accelerator, output_dir, state)
     if accelerator.is_main_process:
         _truncate_log(output_dir / METRICS_LOG_NAME, state.log_lines)
     accelerator.init_trackers("lightner", config=_tracker_config(args))
@@ -594,22 +463,33 @@ def train(args: TrainingArguments) -> dict[str, Any]:
         logger.warning(hint)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info(
-        f"training {len(types)} types {types} on {len(examples)} sentences for {args.epochs} epochs: "
+        f"training {len(data.types)} types {data.types} on {len(examples)} sentences for {args.epochs} epochs: "
         f"{trainable:,} trainable parameters, {accelerator.num_processes} process(es) on {accelerator.device}"
     )
 
-    run = _Run(accelerator, model, optimizer, scheduler, loader, state, args, output_dir)
+    loss_sum = torch.zeros((), device=accelerator.device)
+    run = _Run(accelerator, model, optimizer, scheduler, loader, state, args, output_dir, loss_sum)
     for epoch in range(state.epoch, args.epochs):
         _train_epoch(run, epoch)
-        _end_epoch(run, epoch, dev_sentences)
-    results = _final_results(run, dev_sentences, test_sentences, types)
+        _end_epoch(run, epoch, data.dev)
+    results = _final_results(run, data)
     accelerator.end_training()
     return results
 
 
-def _tracker_config(args: TrainingArguments) -> dict[str, Any]:
+def _tracker_config(args: LightNerTrainingArguments) -> dict[str, Any]:
     """Hyperparameters as every tracker accepts them: numbers, strings and booleans (anything else as JSON)."""
     return {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in asdict(args).items()}
+
+
+def _fold_loss(run: _Run) -> None:
+    """Add the processes' mean of the device-side loss sum to the run state (one sync), then restart the sum."""
+    run.state.epoch_loss_sum += run.accelerator.reduce(run.loss_sum, reduction="mean").item()
+    run.loss_sum.zero_()
+
+
+def _mean_loss(state: RunState) -> float:
+    return state.epoch_loss_sum / max(state.epoch_loss_count, 1)
 
 
 def _train_epoch(run: _Run, epoch: int) -> None:
@@ -628,33 +508,30 @@ def _train_epoch(run: _Run, epoch: int) -> None:
     run.model.train()
     started, sentences = time.perf_counter(), 0
     for batch in batches:
-        loss = training_step(accelerator, run.model, run.optimizer, run.scheduler, batch, args.max_grad_norm)
-        # The mean over processes, so that every process holds the same state (only the main one's is saved).
-        state.epoch_loss_sum += accelerator.gather(loss).mean().item()
+        run.loss_sum += training_step(accelerator, run.model, run.optimizer, run.scheduler, batch, args.max_grad_norm)
         state.epoch_loss_count += 1
         sentences += batch["input_ids"].shape[0] * accelerator.num_processes
         if accelerator.sync_gradients:
-            speed = sentences / (time.perf_counter() - started)
-            _end_step(run, speed)
-            progress.update(1)
-            progress.set_postfix(
-                loss=f"{state.epoch_loss_sum / state.epoch_loss_count:.4f}", sent_per_s=f"{speed:.1f}"
-            )
+            _end_step(run, sentences / (time.perf_counter() - started), progress)
     progress.close()
 
 
-def _end_step(run: _Run, speed: float) -> None:
+def _end_step(run: _Run, speed: float, progress: tqdm) -> None:
     state, args = run.state, run.args
     state.global_step += 1
     state.step_in_epoch += 1
+    progress.update(1)
     if state.global_step % args.logging_steps == 0:
+        _fold_loss(run)
         values = {
-            "train/loss": state.epoch_loss_sum / state.epoch_loss_count,
+            "train/loss": _mean_loss(state),
             "train/learning_rate": run.scheduler.get_last_lr()[0],
             "train/sentences_per_second": speed,
         }
         log_metrics(run.accelerator, state, run.output_dir / METRICS_LOG_NAME, values)
+        progress.set_postfix(loss=f"{values['train/loss']:.4f}", sent_per_s=f"{speed:.1f}")
     if state.global_step % args.checkpoint_steps == 0:
+        _fold_loss(run)
         save_checkpoint(run.accelerator, state)
     if state.global_step == args.stop_after_steps:
         run.accelerator.print(f"stopping abruptly after step {state.global_step} (--stop-after-steps)")
@@ -665,10 +542,13 @@ def _end_epoch(run: _Run, epoch: int, dev_sentences: Sequence[Sentence]) -> None
     """Score the dev set, keep the adapter if it is the best so far, log, plot and checkpoint the epoch boundary."""
     accelerator, state, args = run.accelerator, run.state, run.args
     model = accelerator.unwrap_model(run.model)
-    entry = {"epoch": epoch + 1, "train_loss": state.epoch_loss_sum / max(state.epoch_loss_count, 1), "dev_f1": None}
+    _fold_loss(run)
+    entry = {"epoch": epoch + 1, "train_loss": _mean_loss(state), "dev_f1": None}
     improved = not dev_sentences
     if dev_sentences:
-        scores = evaluate_sentences(model, dev_sentences, accelerator, args.eval_batch_size, args.num_beams)
+        # Under the run's mixed precision, as training ran: the scores are those of the model being trained.
+        with accelerator.autocast():
+            scores = evaluate_sentences(model, dev_sentences, accelerator, args.eval_batch_size, args.num_beams)
         entry.update(dev_f1=scores["f1"], dev_precision=scores["precision"], dev_recall=scores["recall"])
         improved = state.best_f1 is None or scores["f1"] > state.best_f1
     if improved:
@@ -685,9 +565,7 @@ def _end_epoch(run: _Run, epoch: int, dev_sentences: Sequence[Sentence]) -> None
     save_checkpoint(accelerator, state)
 
 
-def _final_results(
-    run: _Run, dev_sentences: Sequence[Sentence], test_sentences: Sequence[Sentence], types: Sequence[str]
-) -> dict[str, Any]:
+def _final_results(run: _Run, data: RunData) -> dict[str, Any]:
     """Score the kept adapter on the test file (if any; never used for selection), else on dev; write results.json."""
     accelerator, args, state = run.accelerator, run.args, run.state
     accelerator.wait_for_everyone()
@@ -697,12 +575,13 @@ def _final_results(
         "epochs": args.epochs,
         "steps": state.global_step,
         "num_processes": accelerator.num_processes,
-        "entity_types": list(types),
+        "entity_types": list(data.types),
     }
-    evaluated_file, sentences = (args.test_file, test_sentences) if args.test_file else (args.dev_file, dev_sentences)
+    evaluated_file, sentences = (args.test_file, data.test) if args.test_file else (args.dev_file, data.dev)
     if evaluated_file:
-        best = load_adapter(run.output_dir, accelerator.unwrap_model(run.model), args.full_finetune)
-        scores = evaluate_sentences(best, sentences, accelerator, args.eval_batch_size, args.num_beams)
+        best = load_best_adapter(run.output_dir, accelerator.unwrap_model(run.model), args.full_finetune)
+        with accelerator.autocast():
+            scores = evaluate_sentences(best, sentences, accelerator, args.eval_batch_size, args.num_beams)
         split = "test" if args.test_file else "dev"
         results.update(data=str(evaluated_file), split=split, **scores)
         if accelerator.is_main_process:
@@ -712,20 +591,15 @@ def _final_results(
             }
             best.save_pretrained(run.output_dir)
     if accelerator.is_main_process:
-        (run.output_dir / RESULTS_NAME).write_text(json.dumps(results, indent=1))
+        write_results(run.output_dir / RESULTS_NAME, results)
     return results
 
 
 __all__ = [
-    "PROTOCOLS",
-    "CROSS_DOMAIN_SHOTS",
-    "TrainingArguments",
-    "TrainerState",
-    "evaluate_sentences",
+    "INTERRUPTED_EXIT_CODE",
+    "LightNerTrainingArguments",
+    "encode_examples",
     "init_prompts_from",
-    "latest_checkpoint",
-    "predict_entities",
-    "protocol_runs",
-    "protocol_settings",
+    "prepare_training",
     "train",
 ]

@@ -9,9 +9,11 @@ that way.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,10 +24,12 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT, save_tiny_backbone, shared_path
-from lightner.cli import build_parser, html_page, main
+from lightner.arguments import LightNerTrainingArguments
+from lightner.cli import _training_runs, build_parser, evaluation_output, html_page, main
 from lightner.data import read_conll, write_conll
+from lightner.evaluation import evaluate_sentences
 from lightner.modeling_lightner import LightNerModel
-from lightner.train import INTERRUPTED_EXIT_CODE, evaluate_sentences
+from lightner.train import INTERRUPTED_EXIT_CODE
 
 TRAIN_OPTIONS = [
     "--epochs", "2", "--batch-size", "8", "--lr", "5e-3", "--prompt-hidden-size", "16",
@@ -88,6 +92,28 @@ def test_every_option_is_documented():
     assert exit_info.value.code == 0
 
 
+def test_train_options_come_from_the_training_arguments_under_their_established_names():
+    parser = build_parser()
+    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    names = {option: action.dest for action in train._actions for option in action.option_strings}
+    established = {
+        "--train": "train_file", "--dev": "dev_file", "--test": "test_file", "--types": "entity_types",
+        "--label-words": "label_words", "--backbone": "backbone", "--init-prompts-from": "init_prompts_from",
+        "--prompt-length": "prompt_length", "--prompt-hidden-size": "prompt_hidden_size", "--dropout": "dropout",
+        "--full-finetune": "full_finetune", "--max-length-a": "max_length_a", "--num-beams": "num_beams",
+        "--epochs": "epochs", "--batch-size": "batch_size", "--eval-batch-size": "eval_batch_size",
+        "--lr": "learning_rate", "--weight-decay": "weight_decay", "--warmup-ratio": "warmup_ratio",
+        "--max-grad-norm": "max_grad_norm", "--gradient-accumulation-steps": "gradient_accumulation_steps",
+        "--mixed-precision": "mixed_precision", "--seed": "seed", "--output": "output_dir",
+        "--checkpoint-steps": "checkpoint_steps", "--checkpoints-limit": "checkpoints_limit",
+        "--logging-steps": "logging_steps", "--resume": "resume", "--report-to": "report_to",
+        "--stop-after-steps": "stop_after_steps", "--overwrite": "overwrite",
+    }  # fmt: skip
+    assert {option: names.get(option) for option in established} == established
+    # Every field is an option: nothing of the dataclass is left to a hand-written block.
+    assert {field.name for field in dataclasses.fields(LightNerTrainingArguments)} <= set(names.values())
+
+
 def test_train_needs_data_and_output(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--output", str(tmp_path)])
@@ -114,13 +140,46 @@ def test_train_leaves_a_loadable_adapter_and_its_run_files(trained, workspace):
     assert set(results["per_type"]) <= {"ORG", "MISC", "PER", "LOC"} and results["num_sentences"] == 16
 
 
-def test_evaluate_prints_a_table_and_writes_results(trained, workspace, tmp_path, capsys):
+def test_a_saved_run_replays_from_its_training_args(trained, tmp_path):
+    saved = json.loads((trained / "training_args.json").read_text())
+    assert saved["learning_rate"] == 5e-3 and "resume" not in saved  # the run's settings, not the invocation's
+    replay = tmp_path / "replay"
+    assert main(["train", "--config", str(trained / "training_args.json"), "--output", str(replay)]) == 0
+    assert (replay / "model.safetensors").read_bytes() == (trained / "model.safetensors").read_bytes()
+    assert json.loads((replay / "training_args.json").read_text()) == {**saved, "output_dir": str(replay)}
+
+
+def test_command_line_options_override_a_saved_configuration(trained, tmp_path):
+    argv = ["train", "--config", str(trained / "training_args.json"), "--output", str(tmp_path), "--lr", "1e-3"]
+    args = build_parser().parse_args([*argv, "--types", "PER", "--full-finetune"])
+    (run,) = _training_runs(args, build_parser())
+    saved = json.loads((trained / "training_args.json").read_text())
+    changed = {"output_dir": str(tmp_path), "learning_rate": 1e-3, "entity_types": ["PER"], "full_finetune": True}
+    assert run == LightNerTrainingArguments(**{**saved, **changed})
+
+
+def test_evaluate_writes_its_own_file_and_leaves_the_run_results_alone(trained, workspace, tmp_path, capsys):
     assert main(["evaluate", "--model", str(trained), "--data", str(workspace.dev), "--output", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     assert "precision" in table and "micro" in table and "macro" in table
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "eval_results.json").read_text())
     assert {"precision", "recall", "f1", "per_type", "micro", "macro"} <= results.keys()
     assert results["f1"] == json.loads((trained / "results.json").read_text())["f1"]
+
+    # By default the scores go next to a local adapter, under a name training never writes.
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained, adapter)
+    run_results = (adapter / "results.json").read_bytes()
+    assert main(["evaluate", "--model", str(adapter), "--data", str(workspace.dev), "--batch-size", "4"]) == 0
+    assert (adapter / "results.json").read_bytes() == run_results
+    assert json.loads((adapter / "eval_results.json").read_text())["f1"] == results["f1"]
+
+
+def test_evaluation_of_a_hub_model_writes_into_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert evaluation_output("org/name", None) == tmp_path / "eval_results.json"  # no ./org/name/ folder
+    assert evaluation_output("org/name", tmp_path / "scores.json") == tmp_path / "scores.json"
+    assert evaluation_output("org/name", tmp_path) == tmp_path / "eval_results.json"
 
 
 def test_predict_reads_conll_jsonl_and_plain_text(trained, workspace, tmp_path):

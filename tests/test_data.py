@@ -13,20 +13,27 @@ from seqeval.metrics.sequence_labeling import get_entities
 
 from conftest import shared_path
 from lightner.data import (
+    FORMATS,
+    LABELLED_FORMATS,
     DataFormatError,
     Sentence,
     Span,
+    detect_format,
     entity_types,
     from_hf_dataset,
     load_sentences,
     read_conll,
     read_jsonl,
+    read_sentences,
+    read_text,
+    read_words,
     sample_k_shot,
     spans_from_tags,
     tags_from_spans,
     to_hf_dataset,
     write_conll,
     write_jsonl,
+    write_sentences,
 )
 
 # Sentence counts: the README's for the full splits; the k-shot files' counted with a plain split on blank lines.
@@ -366,6 +373,39 @@ def test_load_sentences_dispatches_on_the_extension(tmp_path):
     for name in ("data.txt", "data.conll", "data"):
         write_conll(sentences, tmp_path / name)
         assert load_sentences(str(tmp_path / name)) == sentences
+    to_hf_dataset(sentences).save_to_disk(str(tmp_path / "folder"))
+    assert load_sentences(tmp_path / "folder") == sentences
+
+
+def test_one_format_table_detects_reads_and_writes(tmp_path):
+    # Detection from the path alone: a folder or a new suffix-less path is a datasets folder, .jsonl/.json JSON Lines.
+    (tmp_path / "plain").write_text("x O\n")
+    expected = {"folder": "hf", "new-folder": "hf", "a.jsonl": "jsonl", "a.JSON": "jsonl", "a.txt": "conll"}
+    (tmp_path / "folder").mkdir()
+    assert {name: detect_format(tmp_path / name) for name in expected} == expected
+    assert detect_format(tmp_path / "plain") == "conll"  # an existing file without suffix
+    assert set(LABELLED_FORMATS) == {"hf", "jsonl", "conll"} and FORMATS["text"].write is None
+
+    sentences = [Sentence(WORDS, SPANS), Sentence(["Hello"])]
+    for name in ("out.jsonl", "out.txt", "out-hf"):
+        write_sentences(sentences, tmp_path / name)
+        assert read_sentences(tmp_path / name) == sentences, name
+    with pytest.raises(ValueError, match="unknown data format 'text'"):
+        read_sentences(tmp_path / "out.txt", "text")
+
+
+def test_words_to_tag_fall_back_to_plain_text_and_keep_line_numbers(tmp_path):
+    text = write_bytes(tmp_path, "raw.txt", "EU rejects German call.\n\nPeter Blackburn\n")
+    assert read_words(text) == [["EU", "rejects", "German", "call", "."], [], ["Peter", "Blackburn"]]
+    assert [s.line for s in read_text(text)] == [1, 2, 3]
+    with pytest.raises(DataFormatError, match=r"raw\.txt:1: invalid tag"):
+        read_words(text, "conll")
+    conll = write_bytes(tmp_path, "two.conll", "-DOCSTART- O\n\nEU B-ORG\n\nPeter B-PER\nBlackburn I-PER\n")
+    assert [s.line for s in read_conll(conll)] == [3, 5]
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\nnot \xff utf-8\n")
+    with pytest.raises(DataFormatError, match=r"bad\.txt:2: not valid UTF-8"):
+        read_words(bad)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,68 @@
+"""Predicting and scoring labelled sentences, alone or split across the processes of a training run.
+
+Scores are `span_f1`'s: exact span and type, micro and macro averaged, per type. Results files are JSON:
+`results.json` in a training run's output folder, and a separate file (`EVALUATION_RESULTS_NAME`) for
+`lightner evaluate`, so that evaluating an adapter never replaces the scores its training run recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+from lightner.modeling_lightner import LightNerModel
+
+from .data import Sentence
+from .metrics import span_f1
+
+EVALUATION_RESULTS_NAME = "eval_results.json"
+
+
+def predict_entities(
+    model: LightNerModel,
+    sentences: Sequence[Sequence[str]],
+    accelerator: Accelerator | None = None,
+    batch_size: int = 32,
+    num_beams: int | None = None,
+) -> list[list[dict]]:
+    """Predictions for every sentence; with several processes each predicts a share and all get every prediction.
+
+    A sentence's prediction does not depend on its batch (the model guarantees it), so the result, and any score
+    computed from it, is the same for any number of processes.
+    """
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    indices = list(range(rank, len(sentences), world))
+    show_progress = accelerator is None or accelerator.is_local_main_process
+    predictions = model.predict([sentences[i] for i in indices], batch_size, num_beams, show_progress=show_progress)
+    shared = list(zip(indices, predictions))
+    if world > 1:
+        shared = gather_object(shared)
+    return [prediction for _, prediction in sorted(shared, key=lambda pair: pair[0])]
+
+
+def evaluate_sentences(
+    model: LightNerModel,
+    sentences: Sequence[Sentence],
+    accelerator: Accelerator | None = None,
+    batch_size: int = 32,
+    num_beams: int | None = None,
+) -> dict[str, Any]:
+    """Entity-level scores (`span_f1`) of the model's predictions over every sentence, with or without entities."""
+    predictions = predict_entities(model, [s.words for s in sentences], accelerator, batch_size, num_beams)
+    return span_f1([s.entities for s in sentences], predictions)
+
+
+def write_results(path: str | os.PathLike, results: dict[str, Any]) -> None:
+    """A results file, its folder created if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+
+
+__all__ = ["EVALUATION_RESULTS_NAME", "evaluate_sentences", "predict_entities", "write_results"]
