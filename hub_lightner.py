@@ -35,6 +35,7 @@ _HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_down
 PIPELINE_TASK = "ner"
 PIPELINE_MODULE = "pipeline_lightner"
 PIPELINE_CLASS = "LightNerPipeline"
+ENDPOINT_HANDLER_FILE = "handler.py"
 
 
 def hub_kwargs(kwargs: Mapping) -> dict:
@@ -215,6 +216,17 @@ def add_pipeline_to_folder(save_directory: str | os.PathLike, config: LightNerCo
         shutil.copy(source, os.path.join(save_directory, os.path.basename(source)))
 
 
+def add_endpoint_handler(save_directory: str | os.PathLike) -> None:
+    """Copy `handler.py`, the Inference Endpoints entry point, into a saved adapter folder (it imports nothing of the
+    project but through transformers, so it is copied as it is)."""
+    handler_file = Path(__file__).parent / ENDPOINT_HANDLER_FILE
+    if not handler_file.is_file():  # a model loaded as remote code: only imported files travel with it
+        logger.warning(f"{handler_file} not found: the saved adapter will not carry an Inference Endpoints handler")
+        return
+    os.makedirs(save_directory, exist_ok=True)
+    shutil.copy(handler_file, os.path.join(save_directory, ENDPOINT_HANDLER_FILE))
+
+
 def write_model_card(save_directory: str | os.PathLike, config: LightNerConfig) -> None:
     """A Hub model card: metadata for the Hub's filters and widgets, and what a user needs to trust the adapter."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -370,6 +382,7 @@ class LightNerHubMixin:
         self.set_adapter(name)
         try:
             add_pipeline_to_folder(save_directory, config)
+            add_endpoint_handler(save_directory)
             super().save_pretrained(save_directory, state_dict=self.adapters[name].adapter_state_dict(dtype), **kwargs)
         finally:
             self.set_adapter(previous)
@@ -431,6 +444,7 @@ __all__ = [
     "LightNerHubMixin",
     "SHARED_BACKBONES",
     "TRAINED_BACKBONE_FOLDER",
+    "add_endpoint_handler",
     "add_pipeline_to_folder",
     "load_adapter_config",
     "load_backbone",

@@ -52,7 +52,7 @@ def test_saved_adapter_answers_endpoint_requests_without_the_project(saved, tmp_
     assert (folder / "handler.py").exists()
     requests = [
         {"inputs": TEXT},
-        {"inputs": [TEXT, "Paris"], "parameters": {"threshold": 0.0, "num_beams": 2}},
+        {"inputs": [TEXT, "Paris"], "parameters": {"threshold": 0.0, "batch_size": 1}},
         *(request for request, _ in BAD_REQUESTS),
         "this is not JSON",  # sent as raw bytes, as a body that failed to parse would arrive
     ]
