@@ -310,10 +310,10 @@ def _add_push_parser(commands) -> None:
     parser = commands.add_parser(
         "push",
         help="upload an adapter to the Hugging Face Hub",
-        description="Load the adapter (checking it is complete and matches its backbone) and push it to the Hub: "
-        "config, adapter weights, tokenizer files and model card; a backbone only if full fine-tuning trained it.",
+        description="Upload a saved adapter folder to the Hub as it is, without loading its backbone: config, adapter "
+        "weights, code, tokenizer files, model card, and the backbone/ folder if full fine-tuning trained one.",
     )
-    _add_model_arguments(parser, batch_size=False)
+    parser.add_argument("--model", required=True, help="saved adapter folder (what `lightner train` wrote)")
     parser.add_argument("--repo-id", required=True, help="Hub repository, e.g. me/lightner-conll")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--token", help="Hub token (default: the one saved by `hf auth login`)")
@@ -446,8 +446,11 @@ def html_page(sentences: Sequence[Sequence[str]], predictions: Sequence[Sequence
 
 
 def _run_push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    model = _load_model(args)
-    commit = model.push_to_hub(
+    """Upload the saved folder as it is: no backbone is loaded, and a trained `backbone/` folder goes along."""
+    from lightner.hub_lightner import upload_adapter_folder
+
+    commit = upload_adapter_folder(
+        args.model,
         args.repo_id,
         private=args.private or None,
         token=args.token,

@@ -33,14 +33,13 @@ from accelerate.utils import (
     set_seed,
 )
 from accelerate.utils.imports import get_torch_accelerator_backend
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
-from transformers.utils import cached_file
 
-from lightner.configuration_lightner import LightNerConfig
-from lightner.modeling_lightner import ADAPTER_WEIGHTS_NAME, LightNerModel
+from lightner.configuration_lightner import backbone_shape_mismatches
+from lightner.hub_lightner import load_adapter_config, read_adapter_file
+from lightner.modeling_lightner import LightNerModel
 from lightner.tokenization_utils import EncodedSentence, collate, encode_sentences, encode_target
 
 from .arguments import TRAINING_ARGS_NAME, LightNerTrainingArguments
@@ -236,21 +235,18 @@ def init_prompts_from(model: LightNerModel, source: str | os.PathLike) -> None:
     folded tensors, so from here on `model` trains its prompts directly rather than through the reparameterisation MLP.
     """
     source = str(source)
-    source_config = LightNerConfig.from_pretrained(source)
+    source_config = load_adapter_config(source)
     if source_config.prompt_length != model.config.prompt_length:
         raise ValueError(
             f"the source adapter {source} has prompts of length {source_config.prompt_length}, this model "
             f"{model.config.prompt_length}; pass --prompt-length {source_config.prompt_length}"
         )
-    if source_config.backbone_shape != model.config.backbone_shape:
+    mismatches = backbone_shape_mismatches(source_config.backbone_shape, model.backbone.config, "source adapter")
+    if mismatches:
         raise ValueError(
-            f"the source adapter {source} was trained on a backbone of another shape than {model.config.backbone}"
+            f"the source adapter {source} was trained on a backbone of another shape: {'; '.join(mismatches)}"
         )
-    source_state = load_file(cached_file(source, ADAPTER_WEIGHTS_NAME))
-    own_state = model.adapter_state_dict()
-    prompts = {name: tensor for name, tensor in source_state.items() if not name.startswith("pointer_head.")}
-    head = {name: tensor for name, tensor in own_state.items() if name.startswith("pointer_head.")}
-    model.load_adapter_state_dict({**prompts, **head}, source=source)
+    model.load_adapter_state_dict(read_adapter_file(source), source=source, prompts_only=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -308,8 +308,12 @@ def test_push_uploads_the_adapter_and_not_the_backbone(trained, monkeypatch, cap
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
     monkeypatch.setattr(huggingface_hub.ModelCard, "load", no_card)
 
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("push loaded a backbone")
+
+    monkeypatch.setattr("lightner.hub_lightner.load_backbone", no_backbone)
     assert main(["push", "--model", str(trained), "--repo-id", "me/lightner-test", "--private"]) == 0
     assert calls["create_repo"]["repo_id"] == "me/lightner-test" and calls["create_repo"]["private"] is True
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= sent.keys()
+    assert {"config.json", "model.safetensors", "tokenizer.json", "modeling_lightner.py", "handler.py"} <= sent.keys()
     assert sent["model.safetensors"] == (trained / "model.safetensors").stat().st_size  # the adapter, no backbone
     assert "me/lightner-test" in capsys.readouterr().out
