@@ -342,3 +342,101 @@ def test_an_adapter_saved_by_the_first_release_loads_bit_identically():
         ]
         got_scores = [e["score"] for s in got for e in s]
         assert got_scores == pytest.approx([e["score"] for s in predictions for e in s], rel=1e-5, abs=1e-6)
+
+
+def _dtypes(module) -> set:
+    return {t.dtype for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()}
+
+
+def test_adapters_follow_the_backbone_device_and_trainable_ones_stay_float32(tiny_backbone, news, tmp_path):
+    """New (trainable) adapters keep float32 on a bfloat16 backbone; loaded ones take its dtype; `.to()` moves all."""
+    news.save_pretrained(tmp_path / "news")
+    model = LightNerModel.from_backbone(tiny_backbone, ["PER"], prompt_hidden_size=16, dtype=torch.bfloat16)
+    model.add_adapter("new", ["LOC"], prompt_hidden_size=16)
+    model.load_adapter(tmp_path / "news", adapter_name="news")
+    assert _dtypes(model.backbone) == {torch.bfloat16}
+    assert _dtypes(model.adapters["default"]) == _dtypes(model.adapters["new"]) == {torch.float32}
+    assert _dtypes(model.adapters["news"]) == {torch.bfloat16}
+    loaded = LightNerModel.from_pretrained(tmp_path / "news", dtype=torch.bfloat16)
+    assert _dtypes(loaded.adapters) == {torch.bfloat16}
+    encoded = encode_sentences(model.tokenizer, SENTENCES[:2])
+    targets = [encode_target(e, [], {"PER": 0}) for e in encoded]
+    model.train()
+    model(**collate(encoded, model.tokenizer.pad_token_id, targets)).loss.backward()
+    assert model.pointer_head.label_word_weights.grad.dtype == torch.float32
+    model.to(torch.float64)
+    assert _dtypes(model) == {torch.float64}
+    assert {t.device for t in model.buffers()} == {torch.device("cpu")}
+
+
+def test_adapters_are_built_on_the_backbone_device():
+    """The meta device stands in for an accelerator: nothing of the adapter may stay behind on the CPU."""
+    from conftest import byte_level_tokenizer, tiny_bart_config
+    from lightner.configuration_lightner import LightNerConfig
+
+    tokenizer = byte_level_tokenizer()
+    with torch.device("meta"):
+        backbone = BartModel(tiny_bart_config(len(tokenizer)))
+    for reparameterize in (True, False):
+        config = LightNerConfig(backbone="meta", entity_types=["PER", "LOC"], prompt_hidden_size=16)
+        model = LightNerModel(config, backbone=backbone, tokenizer=tokenizer, reparameterize=reparameterize)
+        model.add_adapter("other", ["ORG"], prompt_hidden_size=16)
+        assert {t.device.type for t in [*model.adapters.parameters(), *model.adapters.buffers()]} == {"meta"}
+
+
+def test_moving_a_model_never_moves_the_backbone_under_another_adapter(saved_adapters):
+    """Rule: a model moved while others share its backbone takes its own copy; the others stay as they were."""
+    first = LightNerModel.from_pretrained(saved_adapters["news"])
+    second = LightNerModel.from_pretrained(saved_adapters["flights"])
+    assert first.backbone is second.backbone
+    expected = second.predict(SENTENCES)
+    first.to(torch.float64)
+    assert first.backbone is not second.backbone
+    assert _dtypes(first) == {torch.float64}
+    assert _dtypes(second) == {torch.float32}
+    assert second.predict(SENTENCES) == expected
+    third = LightNerModel.from_pretrained(saved_adapters["movies"])
+    assert third.backbone is second.backbone  # the registry still hands out the float32 backbone
+    second.to(torch.float64)
+    third.to(torch.float64)  # the last user moves the backbone itself, which then leaves the registry
+    assert third.backbone is not second.backbone and _dtypes(third) == {torch.float64}
+    fourth = LightNerModel.from_pretrained(saved_adapters["news"])
+    assert _dtypes(fourth) == {torch.float32} and fourth.backbone is not third.backbone
+
+
+def test_missing_folders_and_files_are_named(news, tiny_backbone, tmp_path):
+    missing = tmp_path / "no-such-adapter"
+    with pytest.raises(FileNotFoundError, match=f"{missing}: the folder does not exist"):
+        LightNerModel.from_pretrained(missing)
+    with pytest.raises(FileNotFoundError, match="the folder does not exist"):
+        LightNerModel.from_backbone(tmp_path / "no-such-backbone", ["PER"])
+    news.save_pretrained(tmp_path / "adapter")
+    (tmp_path / "adapter" / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'adapter'} has no model.safetensors"):
+        LightNerModel.from_pretrained(tmp_path / "adapter")
+
+
+def test_a_backbone_folder_that_is_not_a_complete_bart_is_refused(news, tiny_backbone, tmp_path):
+    news.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(ValueError, match="holds a 'lightner' model, not a BART backbone"):
+        LightNerModel.from_backbone(tmp_path / "adapter", ["PER"])
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "config.json").write_bytes((tiny_backbone / "config.json").read_bytes())
+    with pytest.raises(FileNotFoundError, match=f"{partial} has no model.safetensors"):
+        LightNerModel.from_backbone(partial, ["PER"])
+    weights = load_file(tiny_backbone / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if ".layers.1." not in k}, partial / "model.safetensors")
+    with pytest.raises(ValueError, match=r"partial is not a complete BART backbone: \d+ of its weights are missing"):
+        LightNerModel.from_backbone(partial, ["PER"])
+
+
+def test_a_half_precision_adapter_loads_into_a_half_precision_model(news, tmp_path):
+    news.save_pretrained(tmp_path, adapter_dtype=torch.bfloat16)
+    loaded = LightNerModel.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert _dtypes(loaded) == {torch.bfloat16}
+    for name, tensor in loaded.adapter_state_dict().items():
+        assert torch.equal(tensor, load_file(tmp_path / "model.safetensors")[name])
+    predictions = loaded.predict(SENTENCES)
+    assert any(predictions)
+    assert all(0.0 < e["score"] <= 1.0 for sentence in predictions for e in sentence)

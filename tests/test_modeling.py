@@ -379,3 +379,59 @@ def test_an_unsupported_transformers_is_refused_in_one_line(version):
     assert result.stderr.strip().splitlines()[-1] == (
         f"ImportError: LightNER needs transformers>=5.24,<6 (found {version})"
     )
+
+
+@pytest.mark.parametrize(
+    "field,value,error,message",
+    [
+        ("batch_size", 0, ValueError, "batch_size must be an int >= 1, got 0"),
+        ("batch_size", 2.5, TypeError, "batch_size must be an int >= 1, got float 2.5"),
+        ("batch_size", True, TypeError, "batch_size must be an int >= 1, got bool True"),
+        ("num_beams", -2, ValueError, "num_beams must be an int >= 1, got -2"),
+        ("num_beams", 0, ValueError, "num_beams must be an int >= 1, got 0"),
+        ("num_beams", 2.5, TypeError, "num_beams must be an int >= 1, got float 2.5"),
+    ],
+)
+def test_predict_and_generate_refuse_bad_batch_sizes_and_beam_counts(model, field, value, error, message):
+    with pytest.raises(error, match=message):
+        model.predict([["Hi"]], **{field: value})
+    if field == "num_beams":
+        encoded, batch = batch_for(model, [["Hi"]])
+        with pytest.raises(error, match=message):
+            model.generate(**batch, word_starts=[e.word_starts for e in encoded], num_beams=value)
+
+
+@pytest.mark.parametrize("sentences", [None, (words for words in [["Hi"]]), 5, "Hi there"])
+def test_predict_needs_a_list_of_word_lists(model, sentences):
+    with pytest.raises(TypeError, match="predict takes a list of sentences, each a list of words"):
+        model.predict(sentences)
+
+
+@pytest.mark.parametrize(
+    "overrides,error,message",
+    [
+        (dict(max_length_a=-0.1), ValueError, "max_length_a must be >= 0, got -0.1"),
+        (dict(prompt_hidden_size=0), ValueError, "prompt_hidden_size must be an int >= 1, got 0"),
+        (dict(prompt_length=0), ValueError, "prompt_length must be an int >= 1, got 0"),
+        (dict(prompt_length=2.0), TypeError, "prompt_length must be an int >= 1, got float 2.0"),
+        (dict(beam_width=0), ValueError, "beam_width must be an int >= 1, got 0"),
+        (dict(label_words=["person", ""]), ValueError, "label words for entity type 'LOC' are ''; they must be a non"),
+        (
+            dict(label_words=["person", 5]),
+            TypeError,
+            "label words for entity type 'LOC' are int 5; they must be a non",
+        ),
+        (dict(entity_types="PER"), TypeError, "entity_types must be a list of type names, not the string 'PER'"),
+        (dict(entity_types=["PER", None]), TypeError, "entity_types\\[1\\] is None; every entity type must be a"),
+    ],
+)
+def test_config_refuses_bad_values_naming_the_field(overrides, error, message):
+    with pytest.raises(error, match=message):
+        LightNerConfig(**{"entity_types": ["PER", "LOC"], **overrides})
+
+
+def test_from_backbone_refuses_a_bare_string_or_a_bad_entry_as_entity_types(tiny_backbone):
+    with pytest.raises(TypeError, match="not the string 'PER'"):
+        LightNerModel.from_backbone(tiny_backbone, "PER")
+    with pytest.raises(TypeError, match="entity_types\\[0\\] is None"):
+        LightNerModel.from_backbone(tiny_backbone, [None])
