@@ -129,6 +129,7 @@ def test_sentence_predicts_the_same_alone_and_in_a_padded_batch(model):
     others = [SENTENCES[4], SENTENCES[2], SENTENCES[0]]  # longer and shorter: padding on both sides of it
     for num_beams in (1, 3):
         alone = model.predict([target], num_beams=num_beams)[0]
+        assert alone, "the sentence must get entities, or the comparison is vacuous"
         batched = model.predict([others[0], target, *others[1:]], num_beams=num_beams, batch_size=4)[1]
         assert [(e["start"], e["end"], e["type"]) for e in alone] == [
             (e["start"], e["end"], e["type"]) for e in batched
@@ -177,13 +178,26 @@ def test_nested_entities_encode_and_decode_back(model):
 
 
 def test_real_tokenizer_source_and_target_layout(real_tokenizer):
-    encoded = encode_sentences(real_tokenizer, [["EU", "rejects", "German"]])[0]
-    assert encoded.input_ids[0] == 0 and encoded.input_ids[-1] == 2
-    assert encoded.input_ids[1] == 1281  # " EU", the word-initial piece, as add_prefix_space=True gives
-    assert encoded.word_starts == [1, 2, len(encoded.input_ids) - 2] or encoded.word_starts[0] == 1
-    target = encode_target(encoded, [(0, 1, "ORG"), (2, 3, "MISC")], {"LOC": 0, "PER": 1, "ORG": 2, "MISC": 3})
+    """Word starts checked against the tokenizer's own vocab.json, not against what the implementation returns."""
+    import json
+
+    vocab = json.loads((shared_path("assets", "bart-large-tokenizer") / "vocab.json").read_text())
+    token_of = {index: token for token, index in vocab.items()}
+    words = ["EU", "rejects", "1996-08-22", "Blackburnshire", "boycott", "Zyxwvut"]
+    encoded = encode_sentences(real_tokenizer, [words])[0]
+    assert encoded.input_ids[0] == vocab["<s>"] and encoded.input_ids[-1] == vocab["</s>"]
+    assert encoded.input_ids[1] == vocab["ĠEU"] == 1281  # the word-initial piece, as add_prefix_space=True gives
+    ends = [*encoded.word_starts[1:], len(encoded.input_ids) - 1]
+    pieces = [[token_of[i] for i in encoded.input_ids[start:end]] for start, end in zip(encoded.word_starts, ends)]
+    assert encoded.word_starts[0] == 1 and sum(len(p) for p in pieces) == len(encoded.input_ids) - 2
+    for word, tokens in zip(words, pieces):
+        assert tokens[0].startswith("Ġ") and not any(t.startswith("Ġ") for t in tokens[1:]), (word, tokens)
+        assert "".join(tokens) == "Ġ" + word
+    assert sum(len(tokens) > 1 for tokens in pieces) >= 3, "needs multi-piece words"
+    target = encode_target(encoded, [(0, 1, "ORG"), (2, 4, "MISC")], {"LOC": 0, "PER": 1, "ORG": 2, "MISC": 3})
     first_pointer = FIRST_TYPE_INDEX + 4
-    assert target == [0, first_pointer + 1, FIRST_TYPE_INDEX + 2, first_pointer + encoded.word_starts[2], 5, 1]
+    pointers = [first_pointer + encoded.word_starts[word] for word in (2, 3)]
+    assert target == [0, first_pointer + 1, FIRST_TYPE_INDEX + 2, *pointers, FIRST_TYPE_INDEX + 3, END_INDEX]
 
 
 def test_save_load_reproduces_logits_and_stores_only_the_adapter(model, tmp_path):
