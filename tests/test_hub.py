@@ -463,3 +463,27 @@ def test_a_half_precision_adapter_loads_into_a_half_precision_model(news, tmp_pa
     predictions = loaded.predict(SENTENCES)
     assert any(predictions)
     assert all(0.0 < e["score"] <= 1.0 for sentence in predictions for e in sentence)
+
+
+def test_prompts_only_loading_keeps_the_label_words_and_checks_the_prompts(news, tiny_backbone):
+    """Cross-domain initialisation: another label set's prompts, this adapter's own label-word weights."""
+    torch.manual_seed(3)
+    target = LightNerModel.from_backbone(tiny_backbone, ["TITLE", "DIRECTOR", "YEAR", "GENRE"], prompt_hidden_size=16)
+    label_words = target.pointer_head.label_word_weights.detach().clone()
+    source = news.adapter_state_dict()
+    assert source["pointer_head.label_word_weights"].shape != label_words.shape
+    with pytest.raises(ValueError, match="label_word_weights has shape"):
+        target.load_adapter_state_dict(source, source="news")
+    target.load_adapter_state_dict(source, source="news", prompts_only=True)
+    assert torch.equal(target.pointer_head.label_word_weights, label_words)
+    for kind in ATTENTION_KINDS:
+        assert torch.equal(target.prompt_encoder.prompts[kind], source[f"prompt_encoder.prompts.{kind}"])
+    without = {name: t for name, t in source.items() if "decoder_self" not in name}
+    with pytest.raises(ValueError, match=r"news does not match this model: missing tensors \['prompt_encoder.prompts"):
+        target.load_adapter_state_dict(without, source="news", prompts_only=True)
+    shorter = {
+        **source,
+        "prompt_encoder.prompts.encoder_self": source["prompt_encoder.prompts.encoder_self"][:, :, :3],
+    }
+    with pytest.raises(ValueError, match="news: tensor prompt_encoder.prompts.encoder_self has shape"):
+        target.load_adapter_state_dict(shorter, source="news", prompts_only=True)
