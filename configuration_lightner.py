@@ -4,17 +4,48 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
-from transformers import PretrainedConfig
+import transformers
+from packaging.version import Version
+
+# Remote code loads this file first: name the transformers it needs in one line rather than fail deep in an import.
+_TRANSFORMERS_NEEDED = ("5.24", "6")
+if (
+    not Version(_TRANSFORMERS_NEEDED[0])
+    <= Version(Version(transformers.__version__).base_version)
+    < Version(_TRANSFORMERS_NEEDED[1])
+):
+    raise ImportError(
+        f"LightNER needs transformers>={_TRANSFORMERS_NEEDED[0]},<{_TRANSFORMERS_NEEDED[1]} "
+        f"(found {transformers.__version__})"
+    )
+
+from transformers import PretrainedConfig  # noqa: E402
 
 # Version of the adapter file layout. Bump it when the tensor names or shapes of `model.safetensors` change, and
-# teach `LightNerModel._upgrade_adapter_state` to read the older layouts.
+# teach `LightNerAdapter.load_adapter_state_dict` to read the older layouts.
 ADAPTER_FORMAT_VERSION = 1
 
-# The reference implementation's label words for the CoNLL-2003 tags (§4 of the spec).
+# The reference implementation's label words for the CoNLL-2003 tags.
 _CONLL_LABEL_WORDS = {"loc": "location", "per": "person", "org": "organization", "misc": "others"}
 
-# The backbone shape a checkpoint records, so that pairing an adapter with the wrong backbone fails loudly.
+
+class AttentionKind(NamedTuple):
+    """The backbone config fields that size one attention kind's prompts: how many layers, how many heads."""
+
+    layers_field: str
+    heads_field: str
+
+
+# The three attentions LightNER puts prompts into, in the order the adapter file lists them.
+ATTENTION_KINDS: dict[str, AttentionKind] = {
+    "encoder_self": AttentionKind("encoder_layers", "encoder_attention_heads"),
+    "decoder_self": AttentionKind("decoder_layers", "decoder_attention_heads"),
+    "decoder_cross": AttentionKind("decoder_layers", "decoder_attention_heads"),
+}
+
+# The backbone shape an adapter records, so that pairing an adapter with the wrong backbone fails loudly.
 BACKBONE_SHAPE_FIELDS = (
     "encoder_layers",
     "decoder_layers",
@@ -23,6 +54,29 @@ BACKBONE_SHAPE_FIELDS = (
     "d_model",
     "vocab_size",
 )
+
+
+def backbone_shape_mismatches(
+    recorded: Mapping[str, int | None], backbone_config, recorded_as: str = "adapter", actual_as: str = "backbone"
+) -> list[str]:
+    """`field: adapter R, backbone B` for each shape field where `recorded` (None: not known) differs."""
+    return [
+        f"{field}: {recorded_as} {recorded[field]}, {actual_as} {getattr(backbone_config, field)}"
+        for field in BACKBONE_SHAPE_FIELDS
+        if recorded.get(field) is not None and recorded[field] != getattr(backbone_config, field)
+    ]
+
+
+def check_backbone_shape(config: LightNerConfig, backbone_config) -> None:
+    """Refuse a backbone whose shape differs from the one `config` recorded; record it where none was yet."""
+    mismatches = backbone_shape_mismatches(config.backbone_shape, backbone_config)
+    if mismatches:
+        raise ValueError(
+            f"the backbone does not have the shape this adapter was trained on ({'; '.join(mismatches)}); the adapter "
+            f"names {config.backbone!r}"
+        )
+    for field in BACKBONE_SHAPE_FIELDS:
+        setattr(config, field, getattr(backbone_config, field))
 
 
 def default_label_words(entity_type: str) -> str:
@@ -105,7 +159,7 @@ class LightNerConfig(PretrainedConfig):
         **kwargs,
     ):
         self.backbone = backbone
-        self.entity_types = list(entity_types or [])
+        self.entity_types = self._check_entity_types(entity_types)
         self.label_words = self._resolve_label_words(self.entity_types, label_words)
         self.prompt_length = prompt_length
         self.prompt_hidden_size = prompt_hidden_size
@@ -127,6 +181,26 @@ class LightNerConfig(PretrainedConfig):
         self.adapter_format_version = adapter_format_version
         super().__init__(**kwargs)
         self._validate()
+
+    @classmethod
+    def from_entity_types(
+        cls, backbone: str, entity_types: Sequence[str] | Mapping[str, str], **overrides
+    ) -> LightNerConfig:
+        """A new adapter's config: `entity_types` is a list of type names or a dict type name -> label words."""
+        if isinstance(entity_types, Mapping):
+            overrides.setdefault("label_words", dict(entity_types))
+            entity_types = list(entity_types)
+        return cls(backbone=backbone, entity_types=entity_types, **overrides)
+
+    @staticmethod
+    def _check_entity_types(entity_types) -> list[str]:
+        if isinstance(entity_types, str):
+            raise TypeError(f"entity_types must be a list of type names, not the string {entity_types!r}")
+        entity_types = list(entity_types or [])
+        for index, name in enumerate(entity_types):
+            if not isinstance(name, str) or not name.strip():
+                raise TypeError(f"entity_types[{index}] is {name!r}; every entity type must be a non-empty string")
+        return entity_types
 
     @staticmethod
     def _resolve_label_words(
@@ -151,10 +225,21 @@ class LightNerConfig(PretrainedConfig):
         if len(set(self.entity_types)) != len(self.entity_types):
             raise ValueError(f"entity_types has duplicates: {self.entity_types}")
         for name, words in zip(self.entity_types, self.label_words):
-            if not isinstance(words, str) or not words.strip():
-                raise ValueError(f"label words for entity type {name!r} are empty")
-        if self.prompt_length < 1:
-            raise ValueError(f"prompt_length must be at least 1, got {self.prompt_length}")
+            if not isinstance(words, str):
+                raise TypeError(
+                    f"label words for entity type {name!r} are {type(words).__name__} {words!r}; they must be a "
+                    "non-empty string"
+                )
+            if not words.strip():
+                raise ValueError(
+                    f"label words for entity type {name!r} are {words!r}; they must be a non-empty string"
+                )
+        for field, minimum in (("prompt_length", 1), ("prompt_hidden_size", 1), ("beam_width", 1)):
+            _check_int(field, getattr(self, field), minimum)
+        if isinstance(self.max_length_a, bool) or not isinstance(self.max_length_a, int | float):
+            raise TypeError(f"max_length_a must be a number, got {type(self.max_length_a).__name__}")
+        if self.max_length_a < 0:
+            raise ValueError(f"max_length_a must be >= 0, got {self.max_length_a}")
         if self.adapter_format_version > ADAPTER_FORMAT_VERSION:
             raise ValueError(
                 f"this adapter was saved with format version {self.adapter_format_version}, newer than the "
@@ -165,6 +250,13 @@ class LightNerConfig(PretrainedConfig):
     def num_types(self) -> int:
         return len(self.entity_types)
 
+    def prompt_layers(self, kind: str) -> int:
+        """How many layers of attention `kind` the backbone has, each with its own prompts."""
+        return getattr(self, ATTENTION_KINDS[kind].layers_field)
+
+    def attention_heads(self, kind: str) -> int:
+        return getattr(self, ATTENTION_KINDS[kind].heads_field)
+
     @property
     def backbone_shape(self) -> dict[str, int | None]:
         return {field: getattr(self, field) for field in BACKBONE_SHAPE_FIELDS}
@@ -174,4 +266,19 @@ class LightNerConfig(PretrainedConfig):
         return int(self.max_length_b + self.max_length_a * source_length)
 
 
-__all__ = ["LightNerConfig", "default_label_words", "ADAPTER_FORMAT_VERSION", "BACKBONE_SHAPE_FIELDS"]
+def _check_int(field: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{field} must be an int >= {minimum}, got {value}")
+
+
+__all__ = [
+    "LightNerConfig",
+    "default_label_words",
+    "ADAPTER_FORMAT_VERSION",
+    "ATTENTION_KINDS",
+    "BACKBONE_SHAPE_FIELDS",
+    "backbone_shape_mismatches",
+    "check_backbone_shape",
+]

@@ -7,26 +7,25 @@ maps every entity's words back to the exact characters of the original text. The
 pipeline's with aggregation: `entity_group`, `score`, `word`, `start`, `end`, with `text[start:end] == word`.
 
 A saved adapter carries this file and `custom_pipelines` in its config, so that
-`pipeline("ner", model=<adapter>, trust_remote_code=True)` builds this pipeline (`add_pipeline_to_folder`).
+`pipeline("ner", model=<adapter>, trust_remote_code=True)` builds this pipeline
+(`hub_lightner.add_pipeline_to_folder`).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from transformers import Pipeline
-from transformers.dynamic_module_utils import custom_object_save
 
 from .text_utils import Window, join_words, plan_windows, sentence_starts, split_long_spans, split_words
 
-# The task name under which a saved adapter registers the pipeline. `pipeline()` looks a task up among the config's
-# `custom_pipelines` before resolving aliases, so "ner" reaches this class rather than the token-classification one.
-PIPELINE_TASK = "ner"
 DEFAULT_BATCH_SIZE = 32
+# Token-classification callers pass an aggregation strategy; LightNER writes whole entities, which is what every
+# aggregating strategy produces, and has no per-token output for "none".
+WHOLE_ENTITY_STRATEGIES = ("simple", "first", "average", "max")
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,13 @@ class LightNerPipeline(Pipeline):
         batch_size (`int`): windows per forward pass (default 32); results do not depend on it.
         num_beams (`int`): beam width (default: the adapter's `beam_width`).
         adapter (`str`): which adapter of the model to use (default: the active one).
+        threshold (`float`): drop entities scoring below it (default 0: keep all).
+        ignore_labels (`list[str]`): entity types to leave out of the output.
+        aggregation_strategy (`str`): accepted for token-classification habits; "simple", "first", "average" and
+            "max" all mean whole entities here, "none" is refused (LightNER predicts whole spans, not tokens).
+
+    Inputs: a string, a list of strings (a list back), or any other iterable of strings, such as a generator, a
+    `datasets` column or a `KeyDataset` (an iterator back, results in input order, read `batch_size` texts at a time).
 
     A text longer than the backbone's positions is read in windows of whole sentences; a sentence longer than that is
     read in overlapping windows, each entity kept once. Empty or whitespace-only text gives `[]`.
@@ -81,27 +87,38 @@ class LightNerPipeline(Pipeline):
         batch_size: int | None = None,
         num_beams: int | None = None,
         adapter: str | None = None,
+        threshold: float | None = None,
+        ignore_labels: Sequence[str] | None = None,
+        aggregation_strategy: str | None = None,
     ) -> tuple[dict, dict, dict]:
+        _check_aggregation_strategy(aggregation_strategy)
         preprocess_params = {} if is_split_into_words is None else {"is_split_into_words": is_split_into_words}
         forward_params = {
             name: value
             for name, value in (("batch_size", batch_size), ("num_beams", num_beams), ("adapter", adapter))
             if value is not None
         }
-        return preprocess_params, forward_params, {}
+        postprocess_params = {}
+        if threshold is not None:
+            if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+                raise ValueError(f"threshold must be a score between 0 and 1, got {threshold!r}")
+            postprocess_params["threshold"] = float(threshold)
+        if ignore_labels is not None:
+            if isinstance(ignore_labels, str) or not all(isinstance(label, str) for label in ignore_labels):
+                raise TypeError(f"ignore_labels must be a list of entity types, got {ignore_labels!r}")
+            postprocess_params["ignore_labels"] = frozenset(ignore_labels)
+        return preprocess_params, forward_params, postprocess_params
 
     def __call__(self, inputs, **kwargs) -> list[dict] | list[list[dict]] | Iterator[list[dict]]:
         """Entities of one text (a list of dicts) or of each text of a list or an iterator (a list or an iterator of
         lists). All windows of all texts of a list go through `model.predict` together, `batch_size` at a time."""
         preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
         preprocess_params = {**self._preprocess_params, **preprocess_params}
-        forward_params = {
-            "batch_size": self._batch_size or DEFAULT_BATCH_SIZE,
-            **self._forward_params,
-            **forward_params,
-        }
-        if isinstance(inputs, Iterator):
-            return self._stream(inputs, forward_params["batch_size"], kwargs)
+        postprocess_params = {**self._postprocess_params, **postprocess_params}
+        default_batch_size = DEFAULT_BATCH_SIZE if self._batch_size is None else self._batch_size
+        forward_params = {"batch_size": default_batch_size, **self._forward_params, **forward_params}
+        if _is_stream(inputs, preprocess_params.get("is_split_into_words", False)):
+            return self._stream(iter(inputs), forward_params["batch_size"], kwargs)
         texts, single = _as_batch(inputs, preprocess_params.get("is_split_into_words", False))
         documents = [self.preprocess(text, **preprocess_params) for text in texts]
         sentences = [document.words[w.start : w.end] for document in documents for w in document.windows]
@@ -117,6 +134,8 @@ class LightNerPipeline(Pipeline):
 
     def _stream(self, inputs: Iterator, chunk_size: int, kwargs: dict) -> Iterator[list[dict]]:
         """Results of an iterator's texts, read and predicted `chunk_size` texts at a time."""
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {chunk_size!r}")
         while chunk := list(itertools.islice(inputs, chunk_size)):
             yield from self(chunk, **kwargs)
 
@@ -152,12 +171,16 @@ class LightNerPipeline(Pipeline):
             kwargs["adapter"] = adapter
         return {"entities": self.model.predict(model_inputs["sentences"], **kwargs)}
 
-    def postprocess(self, model_outputs: dict[str, Any]) -> list[dict]:
+    def postprocess(
+        self, model_outputs: dict[str, Any], threshold: float = 0.0, ignore_labels: frozenset[str] = frozenset()
+    ) -> list[dict]:
         """Word offsets within windows to character offsets within the text, each entity from the window owning it."""
         document: Document = model_outputs["document"]
         entities = []
         for window, predicted in zip(document.windows, model_outputs["entities"]):
             for entity in predicted:
+                if entity["score"] < threshold or entity["type"] in ignore_labels:
+                    continue
                 first, last = window.start + entity["start"], window.start + entity["end"] - 1
                 if window.own_start <= first < window.own_end:
                     start, end = document.spans[first][0], document.spans[last][1]
@@ -171,6 +194,26 @@ class LightNerPipeline(Pipeline):
                         }
                     )
         return sorted(entities, key=lambda e: (e["start"], e["end"], e["entity_group"]))
+
+
+def _check_aggregation_strategy(strategy: str | None) -> None:
+    if strategy is None or str(strategy).lower() in WHOLE_ENTITY_STRATEGIES:
+        return
+    if str(strategy).lower() == "none":
+        raise ValueError(
+            'aggregation_strategy="none" asks for one prediction per token, but LightNER predicts whole entity spans; '
+            f"use one of {WHOLE_ENTITY_STRATEGIES} (all give whole entities) or leave it out"
+        )
+    raise ValueError(f"unknown aggregation_strategy {strategy!r}; expected one of {WHOLE_ENTITY_STRATEGIES}")
+
+
+def _is_stream(inputs, is_split_into_words: bool) -> bool:
+    """Iterables other than a text, a list or a tuple (generators, `datasets` columns, `KeyDataset`s) are streamed."""
+    if isinstance(inputs, str | bytes | list | tuple | dict) or inputs is None:
+        return False
+    if isinstance(inputs, Iterator):
+        return True
+    return hasattr(inputs, "__iter__") or (hasattr(inputs, "__getitem__") and hasattr(inputs, "__len__"))
 
 
 def _as_batch(inputs, is_split_into_words: bool) -> tuple[list, bool]:
@@ -188,26 +231,27 @@ def _as_batch(inputs, is_split_into_words: bool) -> tuple[list, bool]:
         elif not isinstance(item, str):
             hint = " (for pre-split words pass is_split_into_words=True)" if isinstance(item, list | tuple) else ""
             raise TypeError(f"input {index} is {type(item).__name__}, not str{hint}")
+        else:
+            _check_encodable(item, index)
     return list(inputs), False
 
 
 def _check_words(words, index: int) -> None:
     if not isinstance(words, list | tuple) or not all(isinstance(word, str) for word in words):
         raise TypeError(f"input {index} is not a list of str words (is_split_into_words=True)")
+    for word in words:
+        _check_encodable(word, index)
 
 
-def add_pipeline_to_folder(save_directory: str | os.PathLike, config) -> None:
-    """Make a saved adapter folder build this pipeline from `pipeline("ner", model=folder, trust_remote_code=True)`.
-
-    Records the pipeline in `config.custom_pipelines` (call before the config is written) and copies this file and
-    the files it imports into the folder, where `pipeline()` loads them as remote code.
-    """
-    module = LightNerPipeline.__module__.split(".")[-1]
-    config.custom_pipelines = {
-        PIPELINE_TASK: {"impl": f"{module}.LightNerPipeline", "pt": ["AutoModel"], "type": "text"}
-    }
-    os.makedirs(save_directory, exist_ok=True)
-    custom_object_save(LightNerPipeline, save_directory)
+def _check_encodable(text: str, index: int) -> None:
+    """Refuse text that no tokenizer can encode (a lone surrogate, typically from a badly decoded file)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"input {index} has an unpaired surrogate {text[error.start]!r} at character {error.start}, which is not "
+            "valid Unicode text (was it decoded with errors='surrogateescape'?)"
+        ) from None
 
 
-__all__ = ["LightNerPipeline", "Document", "add_pipeline_to_folder", "PIPELINE_TASK"]
+__all__ = ["LightNerPipeline", "Document"]

@@ -17,19 +17,25 @@ setup(
     # top-level name lands in site-packages.
     packages=find_packages(include=["lightner", "lightner.*"]),
     package_data={"lightner": ["span_f1/*.py", "span_f1/*.md"]},
+    # Lower bounds are the versions the suite was run with (constraints.txt pins them all); upper bounds stop at the
+    # next major release, and at the next transformers minor release because the model hooks into transformers
+    # internals (AttentionInterface, masking_utils, sdpa_attention, cache layers) that move between minor versions.
     install_requires=[
-        "torch>=2.6",
-        "transformers>=5.24,<6",
-        "huggingface_hub>=1.31",
-        "safetensors>=0.8",
-        "accelerate>=1.1",
-        "evaluate>=0.4.3",
-        "datasets>=4.0",
-        "tqdm>=4.66",
-        "matplotlib>=3.7",
+        "torch>=2.13,<3",
+        "transformers>=5.24,<5.25",
+        "huggingface_hub>=2.4,<3",
+        "safetensors>=0.8,<1",
+        "tokenizers>=0.23,<1",
+        "accelerate>=1.16,<2",
+        "evaluate>=0.4.6,<0.5",
+        "datasets>=5.2,<6",
+        "tqdm>=4.70,<5",
+        "matplotlib>=3.11,<4",
+        "regex>=2026.5.9",
+        "PyYAML>=6.0.3,<7",
     ],
     extras_require={
-        "test": ["pytest>=8", "seqeval>=1.2.2", "ruff>=0.6"],
+        "test": ["pytest>=9.0.3,<10", "seqeval>=1.2.2,<2", "ruff>=0.17.6,<0.18"],
     },
     entry_points={"console_scripts": ["lightner=lightner.cli:main"]},
 )

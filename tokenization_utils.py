@@ -1,4 +1,4 @@
-"""Words and entities to LightNER's pointer sequences and back (§2-3 of the spec).
+"""Words and entities to LightNER's pointer sequences and back.
 
 The model never sees characters: a sentence is a list of words, each BPE-encoded on its own with a leading space, and
 an entity is written as pointers to the first piece of each of its words followed by its type. Everything here is
@@ -137,8 +137,8 @@ def encode_target(
     return target
 
 
-def decode_indices(indices: Sequence[int], encoded: EncodedSentence, num_types: int) -> list[DecodedEntity]:
-    """Read entities off an output index sequence (the leading 0 excluded).
+def parse_entities(indices: Sequence[int], encoded: EncodedSentence, num_types: int) -> list[DecodedEntity]:
+    """Read entities off an output index sequence (the leading 0 excluded): the inverse of `encode_target`.
 
     A run of pointers closed by a type index is one entity; reading stops at `</s>`. A run is kept only if its pointers
     are the word starts of consecutive words, so unconstrained outputs are repaired by dropping what does not parse
@@ -205,7 +205,7 @@ __all__ = [
     "DecodedEntity",
     "encode_sentences",
     "encode_target",
-    "decode_indices",
+    "parse_entities",
     "collate",
     "label_word_token_ids",
 ]

@@ -6,7 +6,7 @@ The reference implementation saves its whole model (1.6 GB for bart-large) witho
 what the reference trained: its three prompt sets, folded into per-layer keys and values, and its label-word weights,
 plus a config naming the backbone, the entity types and their label words. What the checkpoint holds, and its traps
 (prompt sets named after the wrong attention, the decoder's shape used for all three sets, five unused embedding
-rows), are documented in the project's `DEEPKE_CHECKPOINT.md`; the constants below restate them.
+rows), are described in `docs/deepke_checkpoint.md`; the constants below encode them.
 """
 
 from __future__ import annotations
@@ -23,9 +23,19 @@ import torch
 from torch.nn import functional as F
 from transformers import AutoTokenizer, BartConfig, BartModel
 
-from lightner.configuration_lightner import LightNerConfig
+from lightner.configuration_lightner import (
+    ATTENTION_KINDS,
+    BACKBONE_SHAPE_FIELDS,
+    LightNerConfig,
+    backbone_shape_mismatches,
+)
 from lightner.convert.presets import DEEPKE_PRESETS, load_label_map
-from lightner.modeling_lightner import ADAPTER_WEIGHTS_NAME, LightNerModel
+from lightner.modeling_lightner import (
+    ADAPTER_WEIGHTS_NAME,
+    LABEL_WORD_WEIGHTS_NAME,
+    PROMPT_TENSOR_NAMES,
+    LightNerModel,
+)
 from lightner.tokenization_utils import label_word_token_ids
 
 DEFAULT_BACKBONE = "facebook/bart-large"
@@ -50,18 +60,10 @@ REQUIRED_KEYS = (
         for name in ("embed_tokens.weight", "embed_positions.weight", "layers.0.fc1.weight")
     ),
 )
+
+
 # BART's learned position embedding has two rows more than the positions it serves.
 POSITION_OFFSET = 2
-# Shape fields read off the checkpoint's tensors and compared with the named backbone's config.
-SHAPE_FIELDS = (
-    "vocab_size",
-    "d_model",
-    "encoder_layers",
-    "decoder_layers",
-    "encoder_ffn_dim",
-    "decoder_ffn_dim",
-    "max_position_embeddings",
-)
 
 
 class ConversionError(ValueError):
@@ -132,18 +134,17 @@ def _layer_count(tensors: Mapping[str, torch.Tensor], part: str) -> int:
     return 1 + max(int(match.group(1)) for key in tensors if (match := pattern.match(key)))
 
 
-def backbone_shape(tensors: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    """The backbone's shape, read off its tensors since the checkpoint keeps no config; heads are not visible."""
+def backbone_shape(tensors: Mapping[str, torch.Tensor]) -> dict[str, int | None]:
+    """The backbone's shape (`BACKBONE_SHAPE_FIELDS`), read off its tensors since the checkpoint keeps no config;
+    the head counts are not visible in them (None)."""
     vocab_size, d_model = tensors["shared.weight"].shape
-    return {
+    shape = {
         "vocab_size": vocab_size,
         "d_model": d_model,
         "encoder_layers": _layer_count(tensors, "encoder"),
         "decoder_layers": _layer_count(tensors, "decoder"),
-        "encoder_ffn_dim": tensors["encoder.layers.0.fc1.weight"].shape[0],
-        "decoder_ffn_dim": tensors["decoder.layers.0.fc1.weight"].shape[0],
-        "max_position_embeddings": tensors["encoder.embed_positions.weight"].shape[0] - POSITION_OFFSET,
     }
+    return {field: shape.get(field) for field in BACKBONE_SHAPE_FIELDS}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ def fold_prompts(state: Mapping[str, torch.Tensor], shape: Mapping[str, int]) ->
     numbers in the same order, so the folded prompts do not depend on the head count.
     """
     d_model, decoder_layers = shape["d_model"], shape["decoder_layers"]
-    layers = {"encoder_self": shape["encoder_layers"], "decoder_self": decoder_layers, "decoder_cross": decoder_layers}
+    layers = {kind: shape[fields.layers_field] for kind, fields in ATTENTION_KINDS.items()}
     prompts = {}
     for kind, (embedding_key, mlp) in PROMPT_SETS.items():
         if state[embedding_key].shape[-1] != d_model:
@@ -304,7 +305,7 @@ def drop_unused_rows(tensors: dict[str, torch.Tensor], base_vocab: int) -> int:
     return rows - base_vocab
 
 
-def check_backbone_shape(shape: Mapping[str, int], named: BartConfig | None, name: str) -> None:
+def check_checkpoint_shape(shape: Mapping[str, int | None], named: BartConfig | None, name: str) -> None:
     if shape["encoder_layers"] > shape["decoder_layers"]:
         raise ConversionError(
             f"the checkpoint's encoder has more layers ({shape['encoder_layers']}) than its decoder "
@@ -313,11 +314,7 @@ def check_backbone_shape(shape: Mapping[str, int], named: BartConfig | None, nam
         )
     if named is None:
         return
-    mismatches = [
-        f"{field}: checkpoint {shape[field]}, named backbone {getattr(named, field)}"
-        for field in SHAPE_FIELDS
-        if shape[field] != getattr(named, field)
-    ]
+    mismatches = backbone_shape_mismatches(shape, named, recorded_as="checkpoint", actual_as="named backbone")
     if mismatches:
         raise ConversionError(
             f"the checkpoint's backbone does not have the shape of {name!r} ({'; '.join(mismatches)}); pass the "
@@ -330,14 +327,23 @@ def build_backbone(
 ) -> BartModel:
     """A `BartModel` made of the checkpoint's own tensors: nothing downloaded, nothing copied.
 
-    Without the named backbone's config, the rest of the config is BART's defaults (bart-large's) and the head count
-    the usual `d_model / 64`; the folded prompts do not depend on it.
+    Without the named backbone's config, the feed-forward widths and positions are read off the tensors, the rest of
+    the config is BART's defaults (bart-large's) and the head count the usual `d_model / 64`; the folded prompts do not
+    depend on it.
     """
     if named is not None:
         config = named
     else:
         heads = max(shape["d_model"] // 64, 1)
-        config = BartConfig(**shape, encoder_attention_heads=heads, decoder_attention_heads=heads)
+        known = {field: value for field, value in shape.items() if value is not None}
+        config = BartConfig(
+            **known,
+            encoder_attention_heads=heads,
+            decoder_attention_heads=heads,
+            encoder_ffn_dim=tensors["encoder.layers.0.fc1.weight"].shape[0],
+            decoder_ffn_dim=tensors["decoder.layers.0.fc1.weight"].shape[0],
+            max_position_embeddings=tensors["encoder.embed_positions.weight"].shape[0] - POSITION_OFFSET,
+        )
     with torch.device("meta"):
         model = BartModel(config)
     try:
@@ -481,7 +487,7 @@ def convert_checkpoint(
     tensors = backbone_tensors(state)
     dropped_rows = drop_unused_rows(tensors, base_vocab)
     shape = backbone_shape(tensors)
-    check_backbone_shape(shape, named, backbone)
+    check_checkpoint_shape(shape, named, backbone)
     prompts = fold_prompts(state, shape)
     weights = label_word_weights(state, labels)
     bart = build_backbone(tensors, shape, named)
@@ -497,8 +503,8 @@ def convert_checkpoint(
         prompt_hidden_size=state[f"{mlp}.0.weight"].shape[0],
     )
     model = LightNerModel(config, backbone=bart, tokenizer=bart_tokenizer, reparameterize=False)
-    adapter = {f"prompt_encoder.prompts.{kind}": tensor for kind, tensor in prompts.items()}
-    adapter["pointer_head.label_word_weights"] = weights
+    adapter = {PROMPT_TENSOR_NAMES[kind]: tensor for kind, tensor in prompts.items()}
+    adapter[LABEL_WORD_WEIGHTS_NAME] = weights
     model.load_adapter_state_dict(adapter, source=str(checkpoint))
     model.save_pretrained(output)
 

@@ -47,6 +47,11 @@ def render_html(
 
     `text` is one text and `entities` its entities, or `text` is a list of texts and `entities` one list per text.
     """
+    return html_page(title, render_entities(text, entities))
+
+
+def render_entities(text: str | Sequence[str], entities: Sequence[Mapping] | Sequence[Sequence[Mapping]]) -> str:
+    """The body of `render_html`'s page: a legend of the types, then each text with its entities marked."""
     texts, groups = ([text], [entities]) if isinstance(text, str) else (list(text), list(entities))
     if len(texts) != len(groups):
         raise ValueError(f"got {len(texts)} texts but {len(groups)} entity lists")
@@ -54,10 +59,15 @@ def render_html(
     colors = {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(types)}
     legend = " ".join(_open_mark(name, colors, None) + _close_mark(name) for name in types)
     sections = "\n".join(_render_text(body, group, colors) for body, group in zip(texts, groups))
+    return f'<div class="legend">{legend}</div>\n{sections}'
+
+
+def html_page(title: str, body: str, extra_style: str = "") -> str:
+    """A self-contained page around `body` (already escaped HTML), with the entity styles inline."""
     return (
         '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
-        f'<div class="legend">{legend}</div>\n{sections}\n</body>\n</html>\n'
+        f"<title>{escape(title)}</title>\n<style>{_STYLE}{extra_style}</style>\n</head>\n<body>\n"
+        f"{body}\n</body>\n</html>\n"
     )
 
 
@@ -122,4 +132,4 @@ def _close_mark(entity_type: str) -> str:
     return f'<span class="label">{escape(entity_type)}</span></mark>'
 
 
-__all__ = ["render_html", "PALETTE"]
+__all__ = ["render_html", "render_entities", "html_page", "PALETTE"]

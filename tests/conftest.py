@@ -15,6 +15,8 @@ SHARED_DIR = Path(os.environ.get("LIGHTNER_SHARED_DIR", REPO_ROOT.parent / "shar
 SHARED_SKIP_REASON = (
     f"needs the shared assets at {SHARED_DIR} (set LIGHTNER_SHARED_DIR to point elsewhere); CI always has them"
 )
+# CI sets this: there a test that needs ../shared and cannot find it is a failure, never a silent skip.
+REQUIRE_SHARED = os.environ.get("LIGHTNER_REQUIRE_SHARED", "") not in ("", "0")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -68,9 +70,11 @@ def run_without_project(script: str, args: list[str], workdir: Path):
 
 
 def shared_path(*parts: str) -> Path:
-    """A path inside ../shared, skipping the calling test when it is absent."""
+    """A path inside ../shared; a test without it skips (fails under LIGHTNER_REQUIRE_SHARED)."""
     path = SHARED_DIR.joinpath(*parts)
     if not path.exists():
+        if REQUIRE_SHARED:
+            pytest.fail(f"LIGHTNER_REQUIRE_SHARED is set and {path} does not exist: {SHARED_SKIP_REASON}")
         pytest.skip(SHARED_SKIP_REASON)
     return path
 

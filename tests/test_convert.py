@@ -1,6 +1,6 @@
 """DeepKE checkpoint conversion and the data converters, checked against the reference's formulas.
 
-The DeepKE-layout state dicts are built here from the layout in DEEPKE_CHECKPOINT.md (keys, shapes, slot layout,
+The DeepKE-layout state dicts are built here from the layout in docs/deepke_checkpoint.md (keys, shapes, slot layout,
 `averge_weights` only for multi-piece types), with random values. The expected prompts, label-word mixes and logits
 are computed in this file straight from those tensors, never through the converter or the model's code paths.
 """
@@ -31,7 +31,7 @@ PROMPT_LENGTH, MLP_WIDTH, EXTRA_ROWS = 3, 24, 5
 # Equal head counts (the reference reshapes every set with the decoder's) but a shallower encoder, which reads the
 # first slots of its set.
 BACKBONE_SHAPE = dict(encoder_layers=2, decoder_layers=3, encoder_attention_heads=4, decoder_attention_heads=4)
-# Reference names -> the attention each set feeds (DEEPKE_CHECKPOINT.md).
+# Reference names -> the attention each set feeds (docs/deepke_checkpoint.md).
 SETS = {"decoder_self": "encoder", "decoder_cross": "decoder", "encoder_self": "cross"}
 ENCODER = "prompt_model.prompt_encoder.bart_encoder."
 DECODER = "prompt_model.prompt_decoder.bart_decoder."
@@ -168,7 +168,7 @@ def embed(state, prefix, token_ids):
 def reference_logits(state, source: list[int], index_ids: list[int], label_pieces, heads: int) -> torch.Tensor:
     """Teacher-forced scores of one unpadded sentence from the DeepKE tensors: set C prompts the encoder, set A the
     decoder's self-attention, set B its cross-attention; decoder inputs via `mapping`; type scores mix label-word
-    pieces by `softmax(averge_weights)`; pointers score `h . (H[p] + E[src[p]]) / 2` (LIGHTNER.md §3-4)."""
+    pieces by `softmax(averge_weights)`; pointers score `h . (H[p] + E[src[p]]) / 2`."""
     source_ids = torch.tensor(source)
     encoder_prompts, self_prompts, cross_prompts = (
         reference_prompts(state, n, heads) for n in ("cross", "encoder", "decoder")
@@ -271,7 +271,7 @@ def assert_reference_logits(model, state, tokenizer, heads=4):
     for row, (sentence, target) in enumerate(zip(encoded, targets)):
         expected = reference_logits(state, sentence.input_ids, target[:-1], pieces, heads)
         ours = logits[row, : expected.shape[0], : expected.shape[1]]
-        # By design (LIGHTNER.md §4) the start index and pointers to <s> and </s> score minus infinity (the
+        # By design the start index and pointers to <s> and </s> score minus infinity (the
         # reference code masks </s> and what follows with -1e32 but leaves <s> open).
         first_pointer = 2 + len(TYPES)
         masked = [0, first_pointer, first_pointer + len(sentence.input_ids) - 1]

@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BartModel
 
 from conftest import run_without_project, save_tiny_backbone
-from lightner.configuration_lightner import ADAPTER_FORMAT_VERSION
-from lightner.modeling_lightner import ATTENTION_KINDS, LightNerModel
+from lightner.configuration_lightner import ADAPTER_FORMAT_VERSION, ATTENTION_KINDS
+from lightner.modeling_lightner import LightNerModel
 from lightner.tokenization_utils import collate, encode_sentences, encode_target
 
 SENTENCES = [
@@ -161,30 +161,56 @@ def test_a_batch_may_mix_adapters_with_different_label_sets(saved_adapters):
     assert any(mixed), "random adapters should find something, or the comparison is vacuous"
 
 
-def test_push_to_hub_sends_only_the_adapter_folder(news, monkeypatch):
-    """No network: intercept what huggingface_hub would send."""
+@pytest.fixture()
+def hub_uploads(monkeypatch) -> dict:
+    """No network: what huggingface_hub would be asked to create and upload, with the uploaded files' sizes."""
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoUrl
 
     sent = {}
 
     def create_repo(self, repo_id, **kwargs):
-        sent["repo"] = repo_id
+        sent["repo"], sent["private"] = repo_id, kwargs.get("private")
         return RepoUrl(f"https://huggingface.co/{repo_id}")
 
-    def create_commit(self, repo_id, operations, **kwargs):
-        sent["files"] = {op.path_in_repo: os.path.getsize(op.path_or_fileobj) for op in operations}
-        sent["message"] = kwargs.get("commit_message")
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        root = Path(folder_path)
+        sent["files"] = {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+        sent.update(upload_repo=repo_id, **kwargs)
         return "commit"
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "create_commit", create_commit)
-    news.push_to_hub("someone/lightner-news")
-    assert sent["repo"] == "someone/lightner-news"
-    assert {"config.json", "model.safetensors", "modeling_lightner.py", "README.md"} <= set(sent["files"])
-    assert not any(name.endswith((".bin", ".pt", ".pth")) or "backbone" in name for name in sent["files"])
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return sent
+
+
+def test_push_to_hub_sends_only_the_adapter_folder(news, hub_uploads):
+    assert news.push_to_hub("someone/lightner-news", private=True) == "commit"
+    assert hub_uploads["repo"] == hub_uploads["upload_repo"] == "someone/lightner-news" and hub_uploads["private"]
+    assert hub_uploads["commit_message"] == "Upload LightNER adapter"
+    assert {"config.json", "model.safetensors", "modeling_lightner.py", "README.md"} <= set(hub_uploads["files"])
+    assert {"generation_lightner.py", "hub_lightner.py", "pipeline_lightner.py"} <= set(hub_uploads["files"])
+    assert not any(name.endswith((".bin", ".pt", ".pth")) or "backbone" in name for name in hub_uploads["files"])
     adapter_bytes = sum(t.numel() * 4 for t in news.adapter_state_dict().values())
-    assert adapter_bytes <= sent["files"]["model.safetensors"] <= adapter_bytes + 2048
+    assert adapter_bytes <= hub_uploads["files"]["model.safetensors"] <= adapter_bytes + 2048
+
+
+def test_push_to_hub_of_a_fully_fine_tuned_model_uploads_its_backbone_folder(tiny_backbone, hub_uploads):
+    full = LightNerModel.from_backbone(tiny_backbone, ["PER"], prompt_hidden_size=16, freeze_backbone=False)
+    full.push_to_hub("someone/lightner-full", commit_message="full fine-tuning")
+    assert {"backbone/config.json", "backbone/model.safetensors", "model.safetensors"} <= set(hub_uploads["files"])
+    assert hub_uploads["commit_message"] == "full fine-tuning"
+
+
+def test_upload_adapter_folder_refuses_a_folder_that_is_no_adapter(tmp_path, hub_uploads):
+    from lightner.hub_lightner import upload_adapter_folder
+
+    with pytest.raises(FileNotFoundError, match="the folder does not exist"):
+        upload_adapter_folder(tmp_path / "nothing", "someone/x")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path} has no model.safetensors"):
+        upload_adapter_folder(tmp_path, "someone/x")
+    assert "files" not in hub_uploads
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -291,3 +317,28 @@ def test_full_fine_tuning_saves_its_backbone_and_never_touches_a_shared_one(tiny
     loaded = LightNerModel.from_pretrained(tmp_path)
     with torch.no_grad():
         assert torch.equal(loaded(**batch).logits, full(**batch).logits)
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "adapter_v1"
+
+
+def test_an_adapter_saved_by_the_first_release_loads_bit_identically():
+    """`fixtures/adapter_v1` was written by the first release (format version 1): same tensors, same logits."""
+    backbone = BartModel.from_pretrained(FIXTURE / "backbone")
+    model = LightNerModel.from_pretrained(FIXTURE / "adapter", backbone=backbone)
+    stored = load_file(FIXTURE / "adapter" / "model.safetensors")
+    state = model.adapter_state_dict()
+    assert sorted(state) == sorted(stored)
+    assert all(torch.equal(state[name], stored[name]) for name in stored)
+    expected = load_file(FIXTURE / "expected.safetensors")
+    batch = {name: expected[name] for name in ("input_ids", "attention_mask", "labels")}
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, expected["logits"])
+    recorded = json.loads((FIXTURE / "expected_predictions.json").read_text())
+    for num_beams, predictions in recorded["beams"].items():
+        got = model.predict(recorded["sentences"], num_beams=int(num_beams))
+        assert [[(e["type"], e["start"], e["end"]) for e in s] for s in got] == [
+            [(e["type"], e["start"], e["end"]) for e in s] for s in predictions
+        ]
+        got_scores = [e["score"] for s in got for e in s]
+        assert got_scores == pytest.approx([e["score"] for s in predictions for e in s], rel=1e-5, abs=1e-6)

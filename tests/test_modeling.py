@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import byte_level_tokenizer, save_tiny_backbone, shared_path
-from lightner.configuration_lightner import LightNerConfig, default_label_words
-from lightner.modeling_lightner import ATTENTION_KINDS, LightNerModel, PromptKeyValues, ReservedRoomLayer
+from lightner.configuration_lightner import ATTENTION_KINDS, LightNerConfig, default_label_words
+from lightner.generation_lightner import ReservedRoomLayer
+from lightner.modeling_lightner import LightNerModel, PromptKeyValues
 from lightner.tokenization_utils import END_INDEX, FIRST_TYPE_INDEX, collate, encode_sentences, encode_target
 
 TYPES = ["PER", "LOC", "ORG", "fromloc.city_name"]
@@ -163,7 +164,7 @@ def test_prompts_reach_every_attention_kind_and_layer(model):
 
 
 def test_nested_entities_encode_and_decode_back(model):
-    from lightner.tokenization_utils import decode_indices
+    from lightner.tokenization_utils import parse_entities
 
     words = ["Bank", "of", "New", "York", "Mellon", "chief", "said"]
     nested = [(0, 5, "ORG"), (2, 4, "LOC"), (2, 3, "LOC"), (0, 1, "ORG"), (5, 6, "PER")]
@@ -171,7 +172,7 @@ def test_nested_entities_encode_and_decode_back(model):
     type_ids = {name: i for i, name in enumerate(TYPES)}
     target = encode_target(encoded, nested, type_ids)
     assert target[0] == 0 and target[-1] == END_INDEX
-    decoded = decode_indices(target[1:], encoded, len(TYPES))
+    decoded = parse_entities(target[1:], encoded, len(TYPES))
     assert sorted((e.start, e.end, TYPES[e.type_id]) for e in decoded) == sorted(nested)
 
 
@@ -350,3 +351,31 @@ def test_a_word_that_encodes_to_nothing_is_named(tiny_backbone):
 def test_a_model_needs_entity_types(tiny_backbone):
     with pytest.raises(ValueError, match="at least one entity type"):
         LightNerModel.from_backbone(tiny_backbone, [])
+
+
+def test_docstring_examples_run():
+    """The runnable examples in PromptEncoder's and PointerHead's docstrings give what they show."""
+    import doctest
+
+    from lightner import modeling_lightner
+
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for obj in (modeling_lightner.PromptEncoder, modeling_lightner.PointerHead):
+        tests = finder.find(obj, obj.__name__, globs=vars(modeling_lightner))
+        assert tests and tests[0].examples, f"{obj.__name__} has no example"
+        for test in tests:
+            runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
+
+
+@pytest.mark.parametrize("version", ["4.57.1", "6.0.0", "5.23.9"])
+def test_an_unsupported_transformers_is_refused_in_one_line(version):
+    import subprocess
+    import sys
+
+    script = f"import transformers; transformers.__version__ = {version!r}; import lightner.configuration_lightner"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"ImportError: LightNER needs transformers>=5.24,<6 (found {version})"
+    )

@@ -1,0 +1,455 @@
+"""Loading and saving LightNER adapters: backbones (shared between adapters), adapter folders, model cards, uploads.
+
+An adapter folder (or Hub repository) holds `config.json`, the adapter tensors in `model.safetensors`, the tokenizer,
+a model card, and the code files that remote code needs; its backbone is loaded from the repository its config names
+(or from its `backbone/` subfolder when the backbone was fine-tuned too). Weights are read only from safetensors.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from transformers import AutoTokenizer, BartConfig, BartModel
+from transformers.dynamic_module_utils import get_relative_import_files
+from transformers.utils import cached_file, logging
+
+from .configuration_lightner import LightNerConfig
+
+logger = logging.get_logger(__name__)
+
+ADAPTER_WEIGHTS_NAME = "model.safetensors"
+SHARDED_WEIGHTS_INDEX = "model.safetensors.index.json"
+TRAINED_BACKBONE_FOLDER = "backbone"
+_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder")
+# `pipeline()` looks a task up among the config's `custom_pipelines` before resolving aliases, so a saved adapter's
+# "ner" reaches `LightNerPipeline` rather than the token-classification pipeline.
+PIPELINE_TASK = "ner"
+PIPELINE_MODULE = "pipeline_lightner"
+PIPELINE_CLASS = "LightNerPipeline"
+ENDPOINT_HANDLER_FILE = "handler.py"
+
+
+def hub_kwargs(kwargs: Mapping) -> dict:
+    """The arguments of `kwargs` that say where to fetch a repository's files from."""
+    return {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Backbones
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class SharedBackbones:
+    """Frozen backbones loaded in this process, and the models using each backbone.
+
+    Adapters loaded one by one get the same backbone when it comes from the same place in the same dtype. The rule
+    for moving: a model moved to another device or dtype while other models use its backbone gets its own copy first
+    (`LightNerModel._apply`), and a moved backbone leaves the registry, whose keys name the dtype it was loaded in.
+    """
+
+    def __init__(self):
+        self._by_key: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._users: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get(self, key: tuple) -> BartModel | None:
+        return self._by_key.get(key)
+
+    def put(self, key: tuple, backbone: BartModel) -> None:
+        self._by_key[key] = backbone
+
+    def add_user(self, backbone: BartModel, model) -> None:
+        self._users.setdefault(backbone, weakref.WeakSet()).add(model)
+
+    def detach(self, backbone: BartModel, model) -> bool:
+        """`model` is about to move `backbone`: take both out of sharing; True when other models still use it."""
+        users = self._users.get(backbone, weakref.WeakSet())
+        users.discard(model)
+        if users:
+            return True
+        for key in [key for key, shared in self._by_key.items() if shared is backbone]:
+            del self._by_key[key]
+        return False
+
+
+SHARED_BACKBONES = SharedBackbones()
+
+
+def load_backbone(
+    name_or_path: str, dtype: torch.dtype | None = None, share: bool = True, subfolder: str = ""
+) -> BartModel:
+    """The BART backbone at `name_or_path` (a Hub id or a local folder), shared with other adapters when frozen.
+
+    Refuses, naming the folder: a folder that does not exist, one that holds something else than a BART model (an
+    adapter, say), and one whose weights do not all load (transformers would initialise the rest at random).
+    """
+    key = (str(name_or_path), subfolder, str(dtype))
+    if share and SHARED_BACKBONES.get(key) is not None:
+        return SHARED_BACKBONES.get(key)
+    where = os.path.join(name_or_path, subfolder) if subfolder else name_or_path
+    _check_folder(
+        name_or_path, subfolder, ("config.json", (ADAPTER_WEIGHTS_NAME, SHARDED_WEIGHTS_INDEX)), "BART backbone"
+    )
+    try:
+        config_dict, _ = BartConfig.get_config_dict(name_or_path, subfolder=subfolder)
+        if config_dict.get("model_type") != "bart":
+            raise ValueError(
+                f"{where} holds a {config_dict.get('model_type')!r} model, not a BART backbone"
+                + (
+                    " (it is a LightNER adapter: load it with from_pretrained)"
+                    if config_dict.get("model_type") == "lightner"
+                    else ""
+                )
+            )
+        backbone, info = BartModel.from_pretrained(
+            name_or_path, dtype=dtype, subfolder=subfolder, use_safetensors=True, output_loading_info=True
+        )
+    except OSError as error:
+        raise OSError(
+            f"could not load the backbone {where!r}: {error}\nIf this machine is offline, download the backbone "
+            "elsewhere (`hf download facebook/bart-large --local-dir DIR`) and pass its local folder as the backbone "
+            "(`--backbone DIR`, `LightNerModel.from_backbone(DIR, ...)` or `from_pretrained(..., backbone=...)`)."
+        ) from error
+    not_loaded = sorted(info["missing_keys"]) + sorted(
+        str(key if isinstance(key, str) else key[0]) for key in info["mismatched_keys"]
+    )
+    if not_loaded:
+        raise ValueError(
+            f"{where} is not a complete BART backbone: {len(not_loaded)} of its weights are missing or misshapen in "
+            f"its {ADAPTER_WEIGHTS_NAME} ({', '.join(not_loaded[:3])}{', ...' if len(not_loaded) > 3 else ''})"
+        )
+    if share:
+        SHARED_BACKBONES.put(key, backbone)
+    return backbone
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Adapter folders
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_tokenizer(name_or_path: str, config: LightNerConfig | None = None, **hub):
+    """The tokenizer saved with an adapter, or else its backbone's.
+
+    Handing `AutoTokenizer` the adapter's config stops it from loading that config itself, which for a folder with
+    remote code would ask whether to trust it.
+    """
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, config=config, **hub)
+    except (OSError, ValueError):
+        if config is None:
+            raise
+        return AutoTokenizer.from_pretrained(config.backbone)
+
+
+def load_adapter_config(path: str, **hub) -> LightNerConfig:
+    """An adapter's config, refusing folders that hold something other than a LightNER adapter."""
+    _check_folder(path, hub.get("subfolder", ""), ("config.json",), "LightNER adapter")
+    config_dict, _ = LightNerConfig.get_config_dict(path, **hub)
+    model_type = config_dict.get("model_type")
+    if model_type != LightNerConfig.model_type:
+        raise ValueError(
+            f"{path}: config.json has model_type {model_type!r}, not 'lightner'; this is not a LightNER adapter"
+        )
+    return LightNerConfig.from_dict(config_dict)
+
+
+def read_adapter_file(path: str, **hub) -> dict[str, torch.Tensor]:
+    """Adapter tensors from `model.safetensors` (never a pickle), with an error naming the file if it is damaged."""
+    _check_folder(path, hub.get("subfolder", ""), (ADAPTER_WEIGHTS_NAME,), "LightNER adapter")
+    weights_file = cached_file(path, ADAPTER_WEIGHTS_NAME, **hub)
+    try:
+        return load_file(weights_file)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(
+            f"{weights_file} is not a readable safetensors adapter file (truncated or corrupted?): {error}"
+        ) from error
+
+
+def _check_folder(path: str, subfolder: str, needed: tuple[str | tuple[str, ...], ...], what: str) -> None:
+    """For a local path, say plainly that the folder or one of its `needed` files (a name, or alternatives) does not
+    exist, where transformers would report a malformed repo id or a Hub URL that does not exist either."""
+    folder = os.path.join(path, subfolder) if subfolder else path
+    if os.path.isdir(folder):
+        for names in needed:
+            names = (names,) if isinstance(names, str) else names
+            if not any(os.path.isfile(os.path.join(folder, name)) for name in names):
+                raise FileNotFoundError(f"{folder} has no {' or '.join(names)}: it is not a saved {what}")
+    elif _looks_local(str(path)):
+        raise FileNotFoundError(f"{folder}: the folder does not exist (looking for a {what})")
+
+
+def _looks_local(path: str) -> bool:
+    """Whether `path` can only mean a local folder: it cannot be a Hub repo id."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1:
+        return True
+    try:
+        validate_repo_id(path)
+    except HFValidationError:
+        return True
+    return False
+
+
+def add_pipeline_to_folder(save_directory: str | os.PathLike, config: LightNerConfig) -> None:
+    """Make a saved adapter folder build `LightNerPipeline` from `pipeline("ner", model=folder,
+    trust_remote_code=True)`: record it in `config.custom_pipelines` (call before the config is written) and copy
+    the pipeline's file and the files it imports into the folder, without importing the pipeline here."""
+    pipeline_file = Path(__file__).parent / f"{PIPELINE_MODULE}.py"
+    if not pipeline_file.is_file():  # a model loaded as remote code without its pipeline file
+        logger.warning(f"{pipeline_file} not found: the saved adapter will not register the LightNER pipeline")
+        return
+    config.custom_pipelines = {
+        PIPELINE_TASK: {"impl": f"{PIPELINE_MODULE}.{PIPELINE_CLASS}", "pt": ["AutoModel"], "type": "text"}
+    }
+    os.makedirs(save_directory, exist_ok=True)
+    for source in [pipeline_file, *get_relative_import_files(pipeline_file)]:
+        shutil.copy(source, os.path.join(save_directory, os.path.basename(source)))
+
+
+def add_endpoint_handler(save_directory: str | os.PathLike) -> None:
+    """Copy `handler.py`, the Inference Endpoints entry point, into a saved adapter folder (it imports nothing of the
+    project but through transformers, so it is copied as it is)."""
+    handler_file = Path(__file__).parent / ENDPOINT_HANDLER_FILE
+    if not handler_file.is_file():  # a model loaded as remote code: only imported files travel with it
+        logger.warning(f"{handler_file} not found: the saved adapter will not carry an Inference Endpoints handler")
+        return
+    os.makedirs(save_directory, exist_ok=True)
+    shutil.copy(handler_file, os.path.join(save_directory, ENDPOINT_HANDLER_FILE))
+
+
+def write_model_card(save_directory: str | os.PathLike, config: LightNerConfig) -> None:
+    """A Hub model card: metadata for the Hub's filters and widgets, and what a user needs to trust the adapter."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="token-classification",
+        base_model=config.backbone,
+        license="apache-2.0",
+        tags=["lightner", "ner", "named-entity-recognition", "prompt-tuning", "custom_code"],
+        datasets=[config.training_data] if config.training_data else None,
+    )
+    label_rows = "\n".join(f"| {t} | {w} |" for t, w in zip(config.entity_types, config.label_words))
+    scores = "\n".join(f"| {name} | {value} |" for name, value in (config.evaluation or {}).items())
+    body = f"""# LightNER adapter
+
+A [LightNER](https://arxiv.org/abs/2109.00720) adapter: prompts (length {config.prompt_length}) prepended inside every
+attention layer of a frozen `{config.backbone}`, and label-word weights for its {config.num_types} entity types. The
+adapter holds only these tensors; the backbone is loaded from its own repository.
+
+## Labels
+
+| type | label words |
+|---|---|
+{label_rows}
+
+## Training data
+
+{config.training_data or "Not recorded."}
+
+## Evaluation
+
+{"| metric | value |" + chr(10) + "|---|---|" + chr(10) + scores if scores else "Not recorded."}
+
+## Use
+
+```python
+from transformers import AutoModel
+
+model = AutoModel.from_pretrained("<this repository>", trust_remote_code=True)
+model.predict([["Angela", "Merkel", "visited", "Paris"]])
+```
+"""
+    card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
+    card.save(os.path.join(save_directory, "README.md"))
+
+
+def upload_adapter_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    commit_message: str = "Upload LightNER adapter",
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+):
+    """Upload a saved adapter folder to the Hub as it is, subfolders (a trained `backbone/`) included; the repository
+    is created if it does not exist. Returns the commit info."""
+    from huggingface_hub import HfApi
+
+    _check_folder(str(folder), "", ("config.json", ADAPTER_WEIGHTS_NAME), "LightNER adapter")
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        commit_message=commit_message,
+        revision=revision,
+        create_pr=create_pr,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The model's loading and saving
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class LightNerHubMixin:
+    """`from_backbone`, `from_pretrained`, `load_adapter`, `save_pretrained` and `push_to_hub` for `LightNerModel`:
+    everything that reads or writes files, so that the model's constructor itself loads nothing."""
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: str | os.PathLike,
+        entity_types: Sequence[str] | Mapping[str, str],
+        tokenizer=None,
+        dtype: torch.dtype | None = None,
+        **config_overrides,
+    ):
+        """A fresh adapter on a pretrained backbone (hub id or local path).
+
+        `entity_types` is a list of type names (label words derived from them) or a dict type -> label words.
+        """
+        config = LightNerConfig.from_entity_types(str(backbone), entity_types, **config_overrides)
+        backbone_model = load_backbone(str(backbone), dtype=dtype, share=config.freeze_backbone)
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(str(backbone))
+        return cls(config, backbone=backbone_model, tokenizer=tokenizer, reparameterize=True)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args,
+        config: LightNerConfig | None = None,
+        backbone: BartModel | None = None,
+        tokenizer=None,
+        dtype: torch.dtype | str | None = None,
+        **kwargs,
+    ):
+        """Load the backbone named in the adapter's config, then the adapter on top of it.
+
+        A frozen backbone is shared: adapters loaded one after another in a process use the same backbone tensors
+        (pass `backbone=` to share one explicitly). Hub arguments (`revision`, `cache_dir`, `token`,
+        `local_files_only`, `subfolder`, ...) apply to the adapter repository.
+        """
+        path, hub = str(pretrained_model_name_or_path), hub_kwargs(kwargs)
+        dtype = None if dtype == "auto" else dtype  # what `pipeline()` asks for: keep the backbone's own dtype
+        if config is None:
+            config = load_adapter_config(path, **hub)
+        state = read_adapter_file(path, **hub)
+        if backbone is None and config.backbone_subfolder:
+            backbone = load_backbone(path, dtype=dtype, share=False, subfolder=config.backbone_subfolder)
+        if backbone is None:
+            backbone = load_backbone(config.backbone, dtype=dtype, share=config.freeze_backbone)
+        if tokenizer is None:
+            tokenizer = load_tokenizer(path, config=config, **hub)
+        model = cls(config, backbone=backbone, tokenizer=tokenizer, reparameterize=False)
+        model.load_adapter_state_dict(state, source=path)
+        return model.eval()
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        adapter: str | None = None,
+        adapter_dtype: torch.dtype | str | None = None,
+        **kwargs,
+    ) -> None:
+        """Write an adapter as a complete Hub repository: `config.json` (with `auto_map` and the pipeline),
+        `model.safetensors` (the adapter alone, optionally in fp16/bf16 to halve it), the code files remote code
+        needs, the tokenizer and a model card. Saves the active adapter unless `adapter` names another. The backbone
+        is saved only when it was trained (`freeze_backbone=False`), into the subfolder `backbone`, which the config
+        then names so that loading finds it."""
+        name = adapter or self.active_adapter
+        self._check_adapter_names([name])
+        config = self.adapters[name].config
+        if not config.freeze_backbone:
+            self.backbone.save_pretrained(os.path.join(save_directory, TRAINED_BACKBONE_FOLDER))
+            config.backbone_subfolder = TRAINED_BACKBONE_FOLDER
+        dtype = getattr(torch, adapter_dtype) if isinstance(adapter_dtype, str) else adapter_dtype
+        previous = self.active_adapter
+        self.set_adapter(name)
+        try:
+            add_pipeline_to_folder(save_directory, config)
+            add_endpoint_handler(save_directory)
+            super().save_pretrained(save_directory, state_dict=self.adapters[name].adapter_state_dict(dtype), **kwargs)
+        finally:
+            self.set_adapter(previous)
+        self.tokenizer.save_pretrained(save_directory)
+        write_model_card(save_directory, config)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        adapter: str | None = None,
+        adapter_dtype: torch.dtype | str | None = None,
+        commit_message: str = "Upload LightNER adapter",
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+    ):
+        """Upload what `save_pretrained` writes (~3 MB for bart-large; with the backbone folder if it was trained)."""
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, adapter=adapter, adapter_dtype=adapter_dtype)
+            return upload_adapter_folder(
+                folder,
+                repo_id,
+                commit_message=commit_message,
+                private=private,
+                token=token,
+                revision=revision,
+                create_pr=create_pr,
+            )
+
+    def _apply(self, fn, recurse: bool = True):
+        """`to()`, `half()`, `cuda()`...: a backbone other models share is copied first, so that moving this model
+        never leaves theirs on another device or dtype than their adapters; a moved backbone is no longer shared."""
+        reference = next(self.backbone.parameters())
+        probe = torch.empty(0, dtype=reference.dtype, device=reference.device)
+        moved = fn(probe)
+        if moved.dtype != probe.dtype or moved.device != probe.device:
+            if SHARED_BACKBONES.detach(self.backbone, self):
+                self.backbone = copy.deepcopy(self.backbone)
+                SHARED_BACKBONES.add_user(self.backbone, self)
+        return super()._apply(fn, recurse)
+
+    def load_adapter(self, path_or_repo_id: str | os.PathLike, adapter_name: str, **kwargs) -> None:
+        """Load a saved adapter onto this model's backbone under `adapter_name` (the backbone is not loaded again)."""
+        path, hub = str(path_or_repo_id), hub_kwargs(kwargs)
+        config, state = load_adapter_config(path, **hub), read_adapter_file(path, **hub)
+        adapter = self._register_adapter(adapter_name, config, reparameterize=False)
+        try:
+            adapter.load_adapter_state_dict(state, source=path)
+        except Exception:
+            del self.adapters[adapter_name]
+            raise
+        adapter.eval()
+
+
+__all__ = [
+    "ADAPTER_WEIGHTS_NAME",
+    "LightNerHubMixin",
+    "SHARED_BACKBONES",
+    "TRAINED_BACKBONE_FOLDER",
+    "add_endpoint_handler",
+    "add_pipeline_to_folder",
+    "load_adapter_config",
+    "load_backbone",
+    "load_tokenizer",
+    "read_adapter_file",
+    "upload_adapter_folder",
+    "write_model_card",
+]

@@ -1,0 +1,140 @@
+"""Generation: the beam search, its constraints and cache, and what it costs the host (synchronisations)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightner.generation_lightner import ReservedRoomLayer
+from lightner.modeling_lightner import LightNerModel, one_query_attention
+from lightner.tokenization_utils import collate, encode_sentences
+
+TYPES = ["PER", "LOC", "ORG"]
+SENTENCES = [
+    ["John", "Smith", "lives", "in", "New", "York", "."],
+    ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],
+    ["Hi"],
+    ["Peter", "Blackburn"],
+]
+
+
+@pytest.fixture()
+def model(tiny_backbone) -> LightNerModel:
+    torch.manual_seed(0)
+    model = LightNerModel.from_backbone(tiny_backbone, TYPES, prompt_hidden_size=16).eval()
+    model.prompt_encoder.fold()
+    with torch.no_grad():
+        for tensor in model.prompt_encoder.prompts.values():
+            tensor.normal_(0, 2.0)
+    return model
+
+
+def _batch(model, sentences=SENTENCES):
+    encoded = encode_sentences(model.tokenizer, sentences)
+    return encoded, collate(encoded, model.tokenizer.pad_token_id)
+
+
+def test_fp16_one_query_attention_scales_the_query_before_the_product():
+    """Scores of 40 x 40 x 64 = 102400 overflow float16 (max 65504) unless the query is scaled first."""
+    torch.manual_seed(0)
+    query, key, prompt_key = (torch.full(shape, 40.0) for shape in [(2, 2, 1, 64), (2, 2, 5, 64), (1, 2, 3, 64)])
+    key[:, :, 2:] = -40.0
+    value, prompt_value = torch.randn(2, 2, 5, 64), torch.randn(1, 2, 3, 64)
+    expected, _ = one_query_attention(query, key, value, None, prompt_key, prompt_value, None)
+    half = [t.half() for t in (query, key, value)]
+    got, _ = one_query_attention(*half, None, prompt_key.half(), prompt_value.half(), None)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), expected, atol=1e-2, rtol=1e-2)
+
+
+def test_beams_reorder_only_the_self_attention_cache(model, monkeypatch):
+    """All beams of a sentence read the same encoder rows: the cross-attention cache is never reordered."""
+    from transformers.cache_utils import DynamicLayer
+
+    reordered = []
+    original = DynamicLayer.reorder_cache
+
+    def record(self, beam_idx):
+        reordered.append(type(self))
+        return original(self, beam_idx)
+
+    monkeypatch.setattr(DynamicLayer, "reorder_cache", record)
+    monkeypatch.setattr(ReservedRoomLayer, "reorder_cache", record)
+    encoded, batch = _batch(model)
+    model.generate(**batch, word_starts=[e.word_starts for e in encoded], num_beams=3)
+    assert reordered and set(reordered) == {ReservedRoomLayer}
+
+
+class SyncCounter:
+    """Counts the tensor operations that make the host wait for the device: reading values back, and indexing with
+    a boolean mask (whose result size the host must learn)."""
+
+    READS = ("item", "tolist", "__bool__", "__int__", "__float__", "nonzero", "masked_select")
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        for name in self.READS:
+            self._wrap(monkeypatch, name, lambda *args: True)
+        for name in ("__getitem__", "__setitem__"):
+            self._wrap(monkeypatch, name, lambda tensor, index, *rest: _has_bool_tensor(index))
+
+    def _wrap(self, monkeypatch, name, syncs):
+        original = getattr(torch.Tensor, name)
+
+        def wrapped(*args, **kwargs):
+            self.count += bool(syncs(*args))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, wrapped)
+
+
+def _has_bool_tensor(index) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(part, torch.Tensor) and part.dtype == torch.bool for part in parts)
+
+
+@pytest.mark.parametrize("num_beams,constrained", [(1, True), (3, True), (2, False)])
+def test_the_decoding_loop_synchronises_at_most_once_per_step(model, monkeypatch, num_beams, constrained):
+    encoded, batch = _batch(model)
+    word_starts = [e.word_starts for e in encoded]
+    counter = SyncCounter(monkeypatch)
+    out = model.generate(
+        **batch, word_starts=word_starts, num_beams=num_beams, constrained=constrained, output_step_logits=True
+    )
+    steps = len(out.step_logits)
+    assert steps > 5
+    assert counter.count <= steps + 2, f"{counter.count} synchronisations for {steps} steps"
+
+
+def test_entity_scores_cost_no_synchronisation_per_entity(model, monkeypatch):
+    encoded, batch = _batch(model)
+    output = model.generate(**batch, word_starts=[e.word_starts for e in encoded])
+    monkeypatch.setattr(model, "generate", lambda *args, **kwargs: output)
+    counter = SyncCounter(monkeypatch)
+    predictions = model._predict_batch(encoded, ["default"] * len(encoded), None)
+    assert sum(len(entities) for entities in predictions) > 4, "needs several entities to show anything"
+    assert counter.count <= 2
+
+
+def test_a_mixed_adapter_batch_stacks_each_adapter_once(model, monkeypatch, tmp_path):
+    model.save_pretrained(tmp_path)
+    model.load_adapter(tmp_path, adapter_name="other")
+    with torch.no_grad():
+        model.adapters["other"].prompt_encoder.prompts["encoder_self"].mul_(-1)
+    names = ["default", "other", "default", "other", "default", "default"]
+    stacked = []
+    original = torch.stack
+
+    def record(tensors, *args, **kwargs):
+        stacked.append(len(tensors))
+        return original(tensors, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "stack", record)
+    adapters = model.adapter_batch(names)
+    assert stacked and max(stacked) == 2, stacked
+    assert adapters.type_embeddings.shape[0] == len(names)
+    for row, name in enumerate(names):
+        alone = model.adapter_batch([name])
+        for kind, tensor in adapters.prompts.tensors.items():
+            assert torch.equal(tensor[:, :, row], alone.prompts.tensors[kind][:, :, 0]), (row, kind)
+        assert torch.equal(adapters.type_embeddings[row], alone.type_embeddings[0])
