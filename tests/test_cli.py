@@ -345,9 +345,10 @@ def test_a_backbone_folder_that_holds_no_bart_is_refused(workspace, tmp_path, ca
     ).save_pretrained(bert)
     output = tmp_path / "out"
     assert main(train_argv(workspace, output, "--backbone", str(bert))) == 1
+    # The model side's refusal, as one line; nothing trained on random weights, nothing written.
     assert (
         error_line(capsys.readouterr().err)
-        == f"lightner train: error: --backbone {bert}: the folder holds a 'bert' model, not a BART"
+        == f"lightner train: error: {bert} holds a 'bert' model, not a BART backbone"
     )
     assert not output.exists()
 
