@@ -311,7 +311,7 @@ def test_train_refuses_bad_values_naming_the_field(workspace, tmp_path, capsys, 
     with pytest.raises(SystemExit) as exit_info:
         main(train_argv(workspace, tmp_path / "out", option, value))
     assert exit_info.value.code == 2
-    assert f"{field} must" in error_line(capsys.readouterr().err)
+    assert error_line(capsys.readouterr().err).startswith(f"lightner train: error: {field} must")
     assert not (tmp_path / "out").exists()
 
 
