@@ -166,7 +166,8 @@ def _parsing_of(hint: Any) -> dict[str, Any]:
     return {"type": hint} if hint in (int, float, str) else {}
 
 
-_PROTOCOL_ONLY = ("command", "handler", "command_parser", "protocol", "data_dir", "target", "shots", "config")
+# Command-line values that are not fields of the training arguments.
+_NOT_TRAINING_ARGUMENTS = ("command", "handler", "command_parser", "protocol", "data_dir", "target", "shots", "config")
 
 
 def _training_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[LightNerTrainingArguments]:
@@ -175,7 +176,7 @@ def _training_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     from .protocols import protocol_runs
 
     options = LightNerTrainingArguments.read_json_file(args.config) if args.config else {}
-    options.update({key: value for key, value in vars(args).items() if key not in _PROTOCOL_ONLY})
+    options.update({key: value for key, value in vars(args).items() if key not in _NOT_TRAINING_ARGUMENTS})
     if options.get("output_dir") is None:
         parser.error("train needs --output")
     if not args.protocol and options.get("train_file") is None:
