@@ -16,6 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 from transformers import BartModel, PreTrainedModel
+from transformers.cache_utils import EncoderDecoderCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import AttentionInterface
@@ -650,11 +651,11 @@ class LightNerModel(LightNerGenerationMixin, LightNerHubMixin, LightNerPreTraine
         index_ids: torch.Tensor,
         source: EncodedSource,
         adapters: AdapterBatch,
-        cache=None,
+        cache: EncoderDecoderCache | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the decoder: scores `[batch, steps, 2 + T + source]` for the steps in `index_ids` `[batch, steps]`,
-        continuing `cache` (an `EncoderDecoderCache`) if given, in which case `index_ids` holds only new steps.
+        continuing `cache` if given, in which case `index_ids` holds only new steps.
         `decoder_attention_mask` and `source.attention_mask` may be 4D masks, which the decoder uses as they are."""
         decoder_out = self.backbone.decoder(
             input_ids=self.decoder_token_ids(index_ids, source.input_ids, adapters),
