@@ -503,3 +503,14 @@ def test_push_uploads_the_adapter_and_not_the_backbone(trained, monkeypatch, cap
     assert {"config.json", "model.safetensors", "tokenizer.json", "modeling_lightner.py", "handler.py"} <= sent.keys()
     assert sent["model.safetensors"] == (trained / "model.safetensors").stat().st_size  # the adapter, no backbone
     assert "me/lightner-test" in capsys.readouterr().out
+
+
+def test_a_broken_or_foreign_config_file_is_named(workspace, tmp_path, capsys):
+    broken, foreign = tmp_path / "broken.json", tmp_path / "foreign.json"
+    broken.write_text('{"lr": 1e-3,', encoding="utf-8")
+    foreign.write_text(json.dumps({"learning_rate": 1e-3, "lora_rank": 8}), encoding="utf-8")
+    assert main(["train", "--config", str(broken), "--output", str(tmp_path / "a")]) == 1
+    assert f"{broken}: not valid JSON" in error_line(capsys.readouterr().err)
+    assert main(["train", "--config", str(foreign), "--output", str(tmp_path / "b")]) == 1
+    assert f"{foreign}: unknown training arguments ['lora_rank']" in error_line(capsys.readouterr().err)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
