@@ -124,6 +124,8 @@ class LightNerConfig(PretrainedConfig):
         constrained_decoding (`bool`): Mask ill-formed continuations so that every output parses.
         encoder_layers, decoder_layers, encoder_attention_heads, decoder_attention_heads, d_model, vocab_size:
             The backbone's shape, filled in from the backbone when a model is created.
+        backbone_revision (`str`, *optional*): The backbone's Hub revision (commit) the adapter was trained on, when
+            known; `from_pretrained` loads that revision unless given `backbone_revision=`.
         backbone_subfolder (`str`, *optional*): Set when the backbone was fine-tuned too and saved with the adapter,
             in this subfolder of its repository; `backbone` then only says where it started from.
         training_data (`str`, *optional*): What the adapter was trained on, for its model card.
@@ -152,6 +154,7 @@ class LightNerConfig(PretrainedConfig):
         decoder_attention_heads: int | None = None,
         d_model: int | None = None,
         vocab_size: int | None = None,
+        backbone_revision: str | None = None,
         backbone_subfolder: str | None = None,
         training_data: str | None = None,
         evaluation: Mapping[str, float] | None = None,
@@ -175,10 +178,15 @@ class LightNerConfig(PretrainedConfig):
         self.decoder_attention_heads = decoder_attention_heads
         self.d_model = d_model
         self.vocab_size = vocab_size
+        self.backbone_revision = backbone_revision
         self.backbone_subfolder = backbone_subfolder
         self.training_data = training_data
         self.evaluation = dict(evaluation) if evaluation else None
         self.adapter_format_version = adapter_format_version
+        # Tools that read `id2label` (the Hub widget, token-classification habits) see the entity types in order.
+        kwargs.pop("num_labels", None)
+        kwargs["id2label"] = dict(enumerate(self.entity_types))
+        kwargs["label2id"] = {name: index for index, name in enumerate(self.entity_types)}
         super().__init__(**kwargs)
         self._validate()
 
