@@ -423,7 +423,7 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
 def html_page(sentences: Sequence[Sequence[str]], predictions: Sequence[Sequence[dict]]) -> str:
     """The sentences, words joined by spaces, with their entities marked (word offsets turned into characters)."""
-    from lightner.text_utils import join_words
+    from lightner.text_utils import character_entity, join_words
 
     from .render import render_html
 
@@ -431,17 +431,7 @@ def html_page(sentences: Sequence[Sequence[str]], predictions: Sequence[Sequence
     for words, entities in zip(sentences, predictions):
         text, spans = join_words(words)
         texts.append(text)
-        groups.append(
-            [
-                {
-                    "entity_group": e["type"],
-                    "start": spans[e["start"]][0],
-                    "end": spans[e["end"] - 1][1],
-                    "score": e["score"],
-                }
-                for e in entities
-            ]
-        )
+        groups.append([character_entity(entity, text, spans) for entity in entities])
     return render_html(texts, groups)
 
 
