@@ -129,7 +129,11 @@ class LightNerConfig(PretrainedConfig):
         backbone_subfolder (`str`, *optional*): Set when the backbone was fine-tuned too and saved with the adapter,
             in this subfolder of its repository; `backbone` then only says where it started from.
         training_data (`str`, *optional*): What the adapter was trained on, for its model card.
-        evaluation (`dict[str, float]`, *optional*): Its scores (e.g. `{"conll2003 test f1": 0.91}`), for the card.
+        training_dataset_id (`str`, *optional*): The Hub dataset it was trained on, when it was one (the card's
+            `datasets` metadata links to it).
+        evaluation (`dict[str, float]`, *optional*): Its scores as `"<split> <metric>"` (e.g. `{"test f1": 0.91}`),
+            for the card's model-index results.
+        evaluation_data (`str`, *optional*): The file or dataset those scores were measured on.
         adapter_format_version (`int`): Layout version of the adapter file, so later releases can read this one.
     """
 
@@ -157,7 +161,9 @@ class LightNerConfig(PretrainedConfig):
         backbone_revision: str | None = None,
         backbone_subfolder: str | None = None,
         training_data: str | None = None,
+        training_dataset_id: str | None = None,
         evaluation: Mapping[str, float] | None = None,
+        evaluation_data: str | None = None,
         adapter_format_version: int = ADAPTER_FORMAT_VERSION,
         **kwargs,
     ):
@@ -181,7 +187,9 @@ class LightNerConfig(PretrainedConfig):
         self.backbone_revision = backbone_revision
         self.backbone_subfolder = backbone_subfolder
         self.training_data = training_data
+        self.training_dataset_id = training_dataset_id
         self.evaluation = dict(evaluation) if evaluation else None
+        self.evaluation_data = evaluation_data
         self.adapter_format_version = adapter_format_version
         # Tools that read `id2label` (the Hub widget, token-classification habits) see the entity types in order.
         kwargs.pop("num_labels", None)

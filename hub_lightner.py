@@ -371,20 +371,33 @@ def add_endpoint_handler(save_directory: str | os.PathLike) -> None:
     shutil.copy(handler_file, os.path.join(save_directory, ENDPOINT_HANDLER_FILE))
 
 
-def write_model_card(save_directory: str | os.PathLike, config: LightNerConfig) -> None:
-    """A Hub model card: metadata for the Hub's filters and widgets, and what a user needs to trust the adapter."""
+# The usage snippet's repository until the card is written for an upload, which knows the real one.
+CARD_REPOSITORY_PLACEHOLDER = "<this repository>"
+
+
+def write_model_card(save_directory: str | os.PathLike, config: LightNerConfig, repo_id: str | None = None) -> None:
+    """A Hub model card: metadata for the Hub's filters and widgets, and what a user needs to trust the adapter.
+
+    The scores become model-index `eval_results`, which the Hub shows on the model page; `datasets` names the
+    training data only when it was a Hub dataset (a local file name would link to a dataset that does not exist);
+    the usage snippet loads `repo_id` (the placeholder until `push_to_hub` or `lightner push` writes it again).
+    """
     from huggingface_hub import ModelCard, ModelCardData
 
+    model_name = repo_id or Path(save_directory).resolve().name
     card_data = ModelCardData(
+        model_name=model_name,
         library_name="transformers",
         pipeline_tag="token-classification",
         base_model=config.backbone,
         license="apache-2.0",
         tags=["lightner", "ner", "named-entity-recognition", "prompt-tuning", "custom_code"],
-        datasets=[config.training_data] if config.training_data else None,
+        datasets=[config.training_dataset_id] if config.training_dataset_id else None,
+        eval_results=eval_results(config) or None,
     )
     label_rows = "\n".join(f"| {t} | {w} |" for t, w in zip(config.entity_types, config.label_words))
     scores = "\n".join(f"| {name} | {value} |" for name, value in (config.evaluation or {}).items())
+    scored_on = f" on {config.evaluation_data}" if config.evaluation_data else ""
     body = f"""# LightNER adapter
 
 A [LightNER](https://arxiv.org/abs/2109.00720) adapter: prompts (length {config.prompt_length}) prepended inside every
@@ -401,21 +414,55 @@ adapter holds only these tensors; the backbone is loaded from its own repository
 
 {config.training_data or "Not recorded."}
 
-## Evaluation
+## Evaluation{scored_on}
 
 {"| metric | value |" + chr(10) + "|---|---|" + chr(10) + scores if scores else "Not recorded."}
 
 ## Use
 
 ```python
-from transformers import AutoModel
+from transformers import AutoModel, pipeline
 
-model = AutoModel.from_pretrained("<this repository>", trust_remote_code=True)
+model = AutoModel.from_pretrained("{repo_id or CARD_REPOSITORY_PLACEHOLDER}", trust_remote_code=True)
 model.predict([["Angela", "Merkel", "visited", "Paris"]])
+
+ner = pipeline("ner", model="{repo_id or CARD_REPOSITORY_PLACEHOLDER}", trust_remote_code=True)
+ner("Angela Merkel visited Paris.")
 ```
 """
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
     card.save(os.path.join(save_directory, "README.md"))
+
+
+def eval_results(config: LightNerConfig) -> list:
+    """`config.evaluation` (`{"test f1": 0.91, ...}`: split, then metric) as the Hub's model-index results."""
+    from huggingface_hub import EvalResult
+
+    dataset = config.evaluation_data or config.training_dataset_id or "unrecorded"
+    results = []
+    for name, value in (config.evaluation or {}).items():
+        split, _, metric = name.rpartition(" ")
+        results.append(
+            EvalResult(
+                task_type="token-classification",
+                task_name="Named entity recognition",
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_split=split or None,
+                metric_type=metric,
+                metric_name=f"entity-level {metric} (exact span and type)",
+                metric_value=value,
+            )
+        )
+    return results
+
+
+def write_card_repository(folder: str | os.PathLike, repo_id: str) -> None:
+    """Write a saved folder's card again for `repo_id` if it still shows the placeholder (a card edited by hand, or
+    written for another repository, is left as it is)."""
+    card_file = Path(folder) / "README.md"
+    if card_file.is_file() and CARD_REPOSITORY_PLACEHOLDER in card_file.read_text(encoding="utf-8"):
+        write_model_card(folder, load_adapter_config(str(folder)), repo_id=repo_id)
 
 
 def upload_adapter_folder(
@@ -435,6 +482,7 @@ def upload_adapter_folder(
     _check_folder(str(folder), "", ("config.json", ADAPTER_WEIGHTS_NAME), "LightNER adapter")
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    write_card_repository(folder, repo_id)
     return api.upload_folder(
         repo_id=repo_id,
         folder_path=str(folder),
@@ -655,5 +703,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "upload_adapter_folder",
+    "eval_results",
+    "write_card_repository",
     "write_model_card",
 ]
