@@ -81,7 +81,10 @@ def _first_line(error: BaseException) -> str:
 
 
 def _torch_load_reason(error: BaseException) -> str:
-    """The part of a `torch.load` error that says what is wrong with the file, not how to load it unsafely."""
+    """What a `torch.load` error says is wrong with the file, without its advice on loading the file unsafely."""
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    if unsupported:
+        return f"it holds a pickled {unsupported.group(1)}, which is code, not a tensor"
     match = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
     return match.group(1).split(". ")[0].strip() if match else _first_line(error)
 

@@ -55,18 +55,27 @@ class LightNerTrainingArguments:
         default="facebook/bart-large", metadata=option("BART backbone: Hub id or local folder", MODEL)
     )
     train_file: str | None = field(
-        default=None, metadata=option("training sentences (required without --protocol)", DATA, "--train")
+        default=None,
+        metadata=option("training sentences (required without --protocol)", DATA, "--train", metavar="FILE"),
     )
     output_dir: str | None = field(
-        default=None, metadata=option("output folder: the adapter and the run's files (required)", RUN, "--output")
+        default=None,
+        metadata=option("output folder: the adapter and the run's files (required)", RUN, "--output", metavar="DIR"),
     )
     dev_file: str | None = field(
         default=None,
-        metadata=option("dev sentences, scored after every epoch to keep the best adapter", DATA, "--dev"),
+        metadata=option(
+            "dev sentences, scored after every epoch to keep the best adapter", DATA, "--dev", metavar="FILE"
+        ),
     )
     test_file: str | None = field(
         default=None,
-        metadata=option("test sentences, scored once with the kept adapter (never used to select it)", DATA, "--test"),
+        metadata=option(
+            "test sentences, scored once with the kept adapter (never used to select it)",
+            DATA,
+            "--test",
+            metavar="FILE",
+        ),
     )
     entity_types: list[str] | None = field(
         default=None,
@@ -206,6 +215,8 @@ class LightNerTrainingArguments:
             problems.append(f"dropout must be at least 0 and below 1, got {self.dropout}")
         if not self.learning_rate > 0:
             problems.append(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.resume and self.overwrite:
+            problems.append("resume and overwrite exclude each other: continue the run in OUTPUT or replace it")
         if self.mixed_precision not in MIXED_PRECISION_CHOICES:
             problems.append(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
         return problems

@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging()
     try:
-        return args.handler(args, parser)
+        # The command's own parser, so that its usage errors read "lightner train: error: ...".
+        return args.handler(args, args.command_parser)
     except Exception as error:  # the CLI boundary: every failure becomes one line
         print(f"lightner {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
@@ -89,7 +90,7 @@ def _add_train_parser(commands) -> None:
         "OUTPUT/checkpoints so that --resume continues an interrupted run. Writes the adapter, results.json, "
         "metrics.jsonl, learning_curve.png and training_args.json into OUTPUT.",
     )
-    parser.set_defaults(handler=_run_train)
+    parser.set_defaults(handler=_run_train, command_parser=parser)
 
     protocol = parser.add_argument_group("protocols (the paper's settings; explicit options below override them)")
     protocol.add_argument(
@@ -165,7 +166,8 @@ def _parsing_of(hint: Any) -> dict[str, Any]:
     return {"type": hint} if hint in (int, float, str) else {}
 
 
-_PROTOCOL_ONLY = ("command", "handler", "protocol", "data_dir", "target", "shots", "config")
+# Command-line values that are not fields of the training arguments.
+_NOT_TRAINING_ARGUMENTS = ("command", "handler", "command_parser", "protocol", "data_dir", "target", "shots", "config")
 
 
 def _training_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[LightNerTrainingArguments]:
@@ -174,7 +176,7 @@ def _training_runs(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     from .protocols import protocol_runs
 
     options = LightNerTrainingArguments.read_json_file(args.config) if args.config else {}
-    options.update({key: value for key, value in vars(args).items() if key not in _PROTOCOL_ONLY})
+    options.update({key: value for key, value in vars(args).items() if key not in _NOT_TRAINING_ARGUMENTS})
     if options.get("output_dir") is None:
         parser.error("train needs --output")
     if not args.protocol and options.get("train_file") is None:
@@ -281,7 +283,7 @@ def _add_evaluate_parser(commands) -> None:
         f"{EVALUATION_RESULTS_NAME} in the --model folder when it is a local folder, else in the current directory; "
         "never the training run's results.json)",
     )
-    parser.set_defaults(handler=_run_evaluate)
+    parser.set_defaults(handler=_run_evaluate, command_parser=parser)
 
 
 def _add_predict_parser(commands) -> None:
@@ -303,7 +305,7 @@ def _add_predict_parser(commands) -> None:
         "file if it parses as one, else plain text with one sentence per line, split into words as the pipeline "
         "splits raw text (punctuation apart, as in CoNLL data; a blank line is an empty sentence)",
     )
-    parser.set_defaults(handler=_run_predict)
+    parser.set_defaults(handler=_run_predict, command_parser=parser)
 
 
 def _add_push_parser(commands) -> None:
@@ -321,7 +323,7 @@ def _add_push_parser(commands) -> None:
     parser.add_argument(
         "--commit-message", default="Upload LightNER adapter", help="commit message (default: %(default)s)"
     )
-    parser.set_defaults(handler=_run_push)
+    parser.set_defaults(handler=_run_push, command_parser=parser)
 
 
 def _add_convert_parser(commands) -> None:
@@ -334,7 +336,7 @@ def _add_convert_parser(commands) -> None:
         "(a preset: conll2003, mit-movie, mit-restaurant, atis; or a JSON/YAML file of type -> label words).",
     )
     add_arguments(parser)
-    parser.set_defaults(handler=_run_convert)
+    parser.set_defaults(handler=_run_convert, command_parser=parser)
 
 
 def _run_convert(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

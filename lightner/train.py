@@ -195,23 +195,9 @@ class Collator:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def check_backbone_folder(backbone: str) -> None:
-    """Refuse a local `--backbone` folder that holds no BART: its weights would not load and training would start
-    from random ones. Hub ids are left to the loader."""
-    folder = Path(backbone)
-    if not folder.is_dir():
-        return
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise ValueError(f"--backbone {backbone}: the folder has no config.json, so it holds no BART model")
-    model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
-    if model_type != "bart":
-        raise ValueError(f"--backbone {backbone}: the folder holds a {model_type!r} model, not a BART")
-
-
 def build_model(args: LightNerTrainingArguments, types: Sequence[str]) -> LightNerModel:
-    """A fresh adapter on the backbone; raises the backbone loader's `OSError` (which says what to do) if it fails."""
-    check_backbone_folder(args.backbone)
+    """A fresh adapter on the backbone. The backbone loader refuses what would train on random weights (a folder
+    holding another model, weights that did not load) and says what to do when the backbone cannot be fetched."""
     model = LightNerModel.from_backbone(
         args.backbone,
         list(types),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -21,10 +22,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT, save_tiny_backbone, shared_path
 from lightner.arguments import LightNerTrainingArguments
+from lightner.checkpointing import latest_checkpoint
 from lightner.cli import _training_runs, build_parser, evaluation_output, html_page, main
 from lightner.data import read_conll, write_conll
 from lightner.evaluation import evaluate_sentences
@@ -234,8 +237,191 @@ def test_run_killed_mid_epoch_resumes_to_the_same_adapter(trained, workspace, tm
     expected = [{k: v for k, v in r.items() if "per_second" not in k} for r in read_jsonl(trained / "metrics.jsonl")]
     assert without_speed == expected
 
+    saved_arguments = (output / "training_args.json").read_bytes()
     assert main(train_argv(workspace, output, "--resume", "--lr", "1e-3")) == 1
     assert "learning_rate" in capsys.readouterr().err
+    assert (output / "training_args.json").read_bytes() == saved_arguments  # refused before writing anything
+
+
+def error_line(captured: str) -> str:
+    """The one line a failing command prints last; nothing of a traceback before it."""
+    assert "Traceback" not in captured
+    return captured.strip().splitlines()[-1]
+
+
+def epoch_records(output: Path) -> list[dict]:
+    return [record for record in read_jsonl(output / "metrics.jsonl") if "epoch/epoch" in record]
+
+
+def test_the_kept_adapter_is_the_best_dev_epochs(workspace, tmp_path):
+    output = tmp_path / "best"
+    # The training file as dev set, so that dev F1 moves between epochs on a tiny random backbone.
+    options = ["--dev", str(workspace.train), "--epochs", "3", "--dropout", "0", "--checkpoint-steps", "1000"]
+    assert main(train_argv(workspace, output, *options, "--checkpoints-limit", "10")) == 0
+    f1 = [record["epoch/dev_f1"] for record in epoch_records(output)]
+    best = f1.index(max(f1)) + 1
+    # The first best epoch is kept; the run must peak before its last epoch for the test to tell selection apart.
+    assert len(set(f1)) > 1 and best != 3, f1
+    assert json.loads((output / "results.json").read_text())["best_epoch"] == best
+
+    # Each epoch's adapter, rebuilt from its end-of-epoch checkpoint (only those: --checkpoint-steps 1000).
+    checkpoints = sorted((output / "checkpoints").iterdir(), key=lambda path: int(path.name.rsplit("_", 1)[1]))
+    model = LightNerModel.from_backbone(workspace.backbone, ["ORG", "MISC", "PER", "LOC"], prompt_hidden_size=16)
+    epochs = []
+    for checkpoint in checkpoints:
+        model.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=False)
+        epochs.append({name: tensor.clone() for name, tensor in model.adapter_state_dict().items()})
+    kept = load_file(output / "model.safetensors")
+    assert len(epochs) == 3 and kept.keys() == epochs[0].keys()
+    for name, tensor in kept.items():
+        torch.testing.assert_close(tensor, epochs[best - 1][name], rtol=0, atol=1e-6)
+    assert not all(torch.allclose(tensor, epochs[-1][name]) for name, tensor in kept.items())
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--batch-size", "0"),
+        ("--batch-size", "-2"),
+        ("--batch-size", "2.5"),
+        ("--num-beams", "0"),
+        ("--num-beams", "1.5"),
+    ],
+)
+def test_batch_sizes_and_beams_are_checked_by_the_parser(trained, workspace, tmp_path, capsys, command, option, value):
+    data = ["--input", str(workspace.dev), "--output", str(tmp_path / "out.jsonl")]
+    argv = [command, "--model", str(trained), *(data if command == "predict" else ["--data", str(workspace.dev)])]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, option, value])
+    assert exit_info.value.code == 2
+    assert error_line(capsys.readouterr().err).startswith(f"lightner {command}: error: argument {option}:")
+
+
+@pytest.mark.parametrize(
+    "option, value, field",
+    [
+        ("--warmup-ratio", "1.5", "warmup_ratio"),
+        ("--num-beams", "0", "num_beams"),
+        ("--max-length-a", "-1", "max_length_a"),
+        ("--prompt-hidden-size", "0", "prompt_hidden_size"),
+    ],
+)
+def test_train_refuses_bad_values_naming_the_field(workspace, tmp_path, capsys, option, value, field):
+    with pytest.raises(SystemExit) as exit_info:
+        main(train_argv(workspace, tmp_path / "out", option, value))
+    assert exit_info.value.code == 2
+    assert error_line(capsys.readouterr().err).startswith(f"lightner train: error: {field} must")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_holding_an_adapter_or_a_readme_is_refused_unless_overwrite(
+    trained, workspace, tmp_path, capsys
+):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")
+    assert main(train_argv(workspace, mine)) == 1
+    line = error_line(capsys.readouterr().err)
+    assert "README.md" in line and "--overwrite" in line
+    assert [path.name for path in mine.iterdir()] == ["README.md"] and (mine / "README.md").read_text() == "my notes"
+
+    earlier = tmp_path / "earlier"
+    shutil.copytree(trained, earlier)
+    assert main(train_argv(workspace, earlier)) == 1
+    assert "model.safetensors" in error_line(capsys.readouterr().err)
+    assert main(train_argv(workspace, earlier, "--overwrite")) == 0
+    # The earlier run's files were cleared, not appended to: the same settings give the same run again.
+    assert (earlier / "model.safetensors").read_bytes() == (trained / "model.safetensors").read_bytes()
+    assert [r["epoch/epoch"] for r in epoch_records(earlier)] == [1, 2]
+
+
+def test_a_backbone_folder_that_holds_no_bart_is_refused(workspace, tmp_path, capsys):
+    from transformers import BertConfig, BertModel
+
+    bert = tmp_path / "bert"
+    BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(bert)
+    output = tmp_path / "out"
+    assert main(train_argv(workspace, output, "--backbone", str(bert))) == 1
+    # The model side's refusal, as one line; nothing trained on random weights, nothing written.
+    assert (
+        error_line(capsys.readouterr().err)
+        == f"lightner train: error: {bert} holds a 'bert' model, not a BART backbone"
+    )
+    assert not output.exists()
+
+
+def test_types_must_occur_in_the_training_data_and_left_out_types_are_reported(workspace, tmp_path, capsys, caplog):
+    assert main(train_argv(workspace, tmp_path / "foo", "--types", "FOO", "PER")) == 1
+    line = error_line(capsys.readouterr().err)
+    assert "--types FOO: not in the training data" in line and re.search(r"PER \(\d+\)", line)
+    assert not (tmp_path / "foo").exists()
+
+    with caplog.at_level(logging.WARNING, logger="lightner"):
+        assert main(train_argv(workspace, tmp_path / "per", "--types", "PER", "--epochs", "1")) == 0
+    warning = next(record.getMessage() for record in caplog.records if "--types" in record.getMessage())
+    assert re.search(r"leaving out entities of types not in --types: train: .*ORG \(\d+\).*; dev: ", warning)
+
+
+def test_bad_dev_and_test_sentences_stop_the_run_before_training(workspace, tmp_path, capsys):
+    too_long = tmp_path / "long-dev.txt"
+    too_long.write_text("EU\tB-ORG\n\n" + "".join(f"word{i}\tO\n" for i in range(300)))
+    output = tmp_path / "out"
+    assert main(train_argv(workspace, output, "--dev", str(too_long))) == 1
+    line = error_line(capsys.readouterr().err)
+    assert f"{too_long}:3: sentence 2 encodes to" in line and "positions" in line
+    assert not output.exists()  # found before the first step, not after an epoch
+
+    bad_tag = tmp_path / "bad-test.txt"
+    bad_tag.write_text("EU\tB-ORG\nrejects\tX\n")
+    assert main(train_argv(workspace, output, "--test", str(bad_tag))) == 1
+    assert f"{bad_tag}:2: invalid tag 'X'" in error_line(capsys.readouterr().err)
+
+
+def test_command_line_errors_are_one_line(trained, workspace, tmp_path, capsys):
+    predict = [
+        "predict",
+        "--model",
+        str(trained),
+        "--input",
+        str(workspace.dev),
+        "--output",
+        str(tmp_path / "o.jsonl"),
+    ]
+    usage_errors = [("banana", "not a torch device")]
+    if not torch.cuda.is_available():
+        usage_errors.append(("cuda", "cuda is not available"))
+    for device, message in usage_errors:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*predict, "--device", device])
+        assert exit_info.value.code == 2 and message in error_line(capsys.readouterr().err)
+
+    missing = tmp_path / "nowhere"
+    assert main(["evaluate", "--model", str(missing), "--data", str(workspace.dev)]) == 1
+    assert error_line(capsys.readouterr().err) == f"lightner evaluate: error: folder {missing} does not exist"
+
+    not_utf8 = tmp_path / "latin1.txt"
+    not_utf8.write_bytes("EU rejects German call\nCaf\xe9 Paris\n".encode("latin-1"))
+    predict_text = [
+        "predict",
+        "--model",
+        str(trained),
+        "--input",
+        str(not_utf8),
+        "--output",
+        str(tmp_path / "t.jsonl"),
+    ]
+    assert main(predict_text) == 1
+    assert f"{not_utf8}:2: not valid UTF-8" in error_line(capsys.readouterr().err)
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(trained, corrupt)
+    state_file = latest_checkpoint(corrupt) / "trainer_state.json"
+    state_file.write_text('{"epoch": 2, "glob')
+    assert main(train_argv(workspace, corrupt, "--resume")) == 1
+    assert f"{state_file} is corrupt" in error_line(capsys.readouterr().err)
 
 
 def _free_port() -> int:

@@ -354,8 +354,17 @@ def test_refuses_what_is_not_a_deepke_lightner_state_dict(tmp_path, backbone_dir
         tmp_path / "missing.pth": "no such file",
     }
     for path, message in cases.items():
-        with pytest.raises(ConversionError, match=message):
+        with pytest.raises(ConversionError, match=message) as refusal:
             convert_checkpoint(path, tmp_path / "out", LABEL_MAP, backbone=str(backbone_dir))
+        assert "weights_only=False" not in str(refusal.value) and "allowed global" not in str(refusal.value)
+
+
+def test_a_pickle_with_code_is_refused_naming_what_it_holds(tmp_path, backbone_dir):
+    """The refusal names the unsupported global and never suggests loading it unsafely."""
+    path = _save(tmp_path, {"args": argparse.Namespace(lr=1e-3), "weights": torch.zeros(2)}, "trainer_state.pth")
+    with pytest.raises(ConversionError, match=r"it holds a pickled argparse\.Namespace, which is code") as refusal:
+        convert_checkpoint(path, tmp_path / "out", LABEL_MAP, backbone=str(backbone_dir))
+    assert "weights_only=False" not in str(refusal.value)
 
 
 def test_refuses_a_label_set_that_does_not_match(checkpoint, state, tmp_path, backbone_dir):

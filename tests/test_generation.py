@@ -138,3 +138,106 @@ def test_a_mixed_adapter_batch_stacks_each_adapter_once(model, monkeypatch, tmp_
         for kind, tensor in adapters.prompts.tensors.items():
             assert torch.equal(tensor[:, :, row], alone.prompts.tensors[kind][:, :, 0]), (row, kind)
         assert torch.equal(adapters.type_embeddings[row], alone.type_embeddings[0])
+
+
+def test_beam_search_returns_the_best_hypothesis_it_found_and_never_scores_below_greedy(model, monkeypatch):
+    from lightner.generation_lightner import BeamSearch
+
+    finished_scores = []
+    original_step = BeamSearch.step
+
+    def step(self, logits):
+        source = original_step(self, logits)
+        ended = self.finished.view(self.batch, self.num_beams)  # [batch, beams], scores stay sorted
+        finished_scores.append(self.scores.masked_fill(~ended, float("-inf")).max(-1).values)
+        return source
+
+    monkeypatch.setattr(BeamSearch, "step", step)
+    encoded, batch = _batch(model)
+    word_starts = [e.word_starts for e in encoded]
+    for constrained in (True, False):
+        greedy = model.generate(**batch, word_starts=word_starts, num_beams=1, constrained=constrained)
+        finished_scores.clear()
+        beam = model.generate(**batch, word_starts=word_starts, num_beams=4, constrained=constrained)
+        beam_scores, greedy_scores = beam.token_log_probs.sum(-1), greedy.token_log_probs.sum(-1)
+        best_found = torch.stack(finished_scores).max(0).values
+        torch.testing.assert_close(beam_scores, best_found, atol=1e-5, rtol=0)
+        assert (beam_scores >= greedy_scores - 1e-5).all(), (beam_scores, greedy_scores)
+        assert (beam_scores > greedy_scores + 1e-4).any(), "beam search should beat greedy somewhere here"
+
+
+@pytest.mark.parametrize("a,b", [(None, None), (0.25, 3), (0.0, 2)])
+def test_output_lengths_respect_b_plus_a_times_the_source_length(tiny_backbone, a, b):
+    torch.manual_seed(0)
+    overrides = {} if a is None else dict(max_length_a=a, max_length_b=b)
+    model = LightNerModel.from_backbone(tiny_backbone, TYPES, prompt_hidden_size=16, **overrides).eval()
+    a, b = model.config.max_length_a, model.config.max_length_b
+    assert (a, b) == ((0.6, 10) if not overrides else (overrides["max_length_a"], overrides["max_length_b"]))
+    encoded, batch = _batch(model)
+    for num_beams in (1, 3):
+        out = model.generate(**batch, num_beams=num_beams, constrained=False)
+        hit_limit = False
+        for sentence, indices in zip(encoded, out.sequences.tolist()):
+            limit = int(b + a * len(sentence.input_ids))
+            length = indices.index(1) + 1 if 1 in indices else len(indices)
+            assert length <= limit, (length, limit, sentence.input_ids)
+            hit_limit |= length == limit
+        assert hit_limit, "random weights should write up to the limit somewhere, or the bound is untested"
+
+
+def _allowed_next(prefix: list[int], word_starts: list[int], first_pointer: int, steps_left: int, vocab: int):
+    """The pointer grammar, restated: what may follow `prefix` (indices after the start) with `steps_left` steps."""
+    open_word = -1
+    for index in prefix:
+        if index >= first_pointer:
+            open_word = word_starts.index(index - first_pointer)
+        elif index >= 2:
+            open_word = -1
+    allowed = set()
+    if open_word < 0:
+        allowed.add(1)
+        if steps_left >= 3:
+            allowed |= {first_pointer + start for start in word_starts}
+    else:
+        if steps_left >= 2:
+            allowed |= set(range(2, first_pointer))
+        if steps_left >= 3 and open_word + 1 < len(word_starts):
+            allowed.add(first_pointer + word_starts[open_word + 1])
+    return sorted(i for i in allowed if i < vocab)
+
+
+def test_an_entity_score_is_the_product_of_its_token_probabilities_under_the_constraints(model):
+    """Recomputed by a teacher-forced forward pass over the predicted output, masked by the restated grammar."""
+    sentences = SENTENCES[:2]
+    predictions = model.predict(sentences)
+    encoded, batch = _batch(model, sentences)
+    output = model.generate(**batch, word_starts=[e.word_starts for e in encoded])
+    first_pointer = 2 + len(TYPES)
+    checked = 0
+    for row, (sentence, entities) in enumerate(zip(encoded, predictions)):
+        indices = output.sequences[row].tolist()
+        indices = indices[: indices.index(1) + 1]
+        limit = model.config.max_output_length(len(sentence.input_ids))
+        labels = torch.tensor([indices])
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([sentence.input_ids]), labels=labels).logits[0]
+        log_probs = []
+        for step, index in enumerate(indices):
+            allowed = _allowed_next(
+                indices[:step], sentence.word_starts, first_pointer, limit - step, logits.shape[-1]
+            )
+            step_log_probs = logits[step, allowed].double().log_softmax(-1)
+            log_probs.append(step_log_probs[allowed.index(index)].item())
+        expected, start = {}, 0  # (start word, end word, type) -> probability of its first writing
+        for step, index in enumerate(indices):
+            if 2 <= index < first_pointer:
+                words = [sentence.word_starts.index(indices[s] - first_pointer) for s in range(start, step)]
+                key = (words[0], words[-1] + 1, TYPES[index - 2])
+                expected.setdefault(key, torch.tensor(log_probs[start : step + 1]).sum().exp().item())
+            if index < first_pointer:
+                start = step + 1
+        assert {(e["start"], e["end"], e["type"]) for e in entities} == set(expected)
+        for entity in entities:
+            assert entity["score"] == pytest.approx(expected[entity["start"], entity["end"], entity["type"]], rel=1e-4)
+            checked += 1
+    assert checked >= 3

@@ -129,6 +129,7 @@ def test_sentence_predicts_the_same_alone_and_in_a_padded_batch(model):
     others = [SENTENCES[4], SENTENCES[2], SENTENCES[0]]  # longer and shorter: padding on both sides of it
     for num_beams in (1, 3):
         alone = model.predict([target], num_beams=num_beams)[0]
+        assert alone, "the sentence must get entities, or the comparison is vacuous"
         batched = model.predict([others[0], target, *others[1:]], num_beams=num_beams, batch_size=4)[1]
         assert [(e["start"], e["end"], e["type"]) for e in alone] == [
             (e["start"], e["end"], e["type"]) for e in batched
@@ -177,13 +178,26 @@ def test_nested_entities_encode_and_decode_back(model):
 
 
 def test_real_tokenizer_source_and_target_layout(real_tokenizer):
-    encoded = encode_sentences(real_tokenizer, [["EU", "rejects", "German"]])[0]
-    assert encoded.input_ids[0] == 0 and encoded.input_ids[-1] == 2
-    assert encoded.input_ids[1] == 1281  # " EU", the word-initial piece, as add_prefix_space=True gives
-    assert encoded.word_starts == [1, 2, len(encoded.input_ids) - 2] or encoded.word_starts[0] == 1
-    target = encode_target(encoded, [(0, 1, "ORG"), (2, 3, "MISC")], {"LOC": 0, "PER": 1, "ORG": 2, "MISC": 3})
+    """Word starts checked against the tokenizer's own vocab.json, not against what the implementation returns."""
+    import json
+
+    vocab = json.loads((shared_path("assets", "bart-large-tokenizer") / "vocab.json").read_text())
+    token_of = {index: token for token, index in vocab.items()}
+    words = ["EU", "rejects", "1996-08-22", "Blackburnshire", "boycott", "Zyxwvut"]
+    encoded = encode_sentences(real_tokenizer, [words])[0]
+    assert encoded.input_ids[0] == vocab["<s>"] and encoded.input_ids[-1] == vocab["</s>"]
+    assert encoded.input_ids[1] == vocab["ĠEU"] == 1281  # the word-initial piece, as add_prefix_space=True gives
+    ends = [*encoded.word_starts[1:], len(encoded.input_ids) - 1]
+    pieces = [[token_of[i] for i in encoded.input_ids[start:end]] for start, end in zip(encoded.word_starts, ends)]
+    assert encoded.word_starts[0] == 1 and sum(len(p) for p in pieces) == len(encoded.input_ids) - 2
+    for word, tokens in zip(words, pieces):
+        assert tokens[0].startswith("Ġ") and not any(t.startswith("Ġ") for t in tokens[1:]), (word, tokens)
+        assert "".join(tokens) == "Ġ" + word
+    assert sum(len(tokens) > 1 for tokens in pieces) >= 3, "needs multi-piece words"
+    target = encode_target(encoded, [(0, 1, "ORG"), (2, 4, "MISC")], {"LOC": 0, "PER": 1, "ORG": 2, "MISC": 3})
     first_pointer = FIRST_TYPE_INDEX + 4
-    assert target == [0, first_pointer + 1, FIRST_TYPE_INDEX + 2, first_pointer + encoded.word_starts[2], 5, 1]
+    pointers = [first_pointer + encoded.word_starts[word] for word in (2, 3)]
+    assert target == [0, first_pointer + 1, FIRST_TYPE_INDEX + 2, *pointers, FIRST_TYPE_INDEX + 3, END_INDEX]
 
 
 def test_save_load_reproduces_logits_and_stores_only_the_adapter(model, tmp_path):
@@ -379,3 +393,59 @@ def test_an_unsupported_transformers_is_refused_in_one_line(version):
     assert result.stderr.strip().splitlines()[-1] == (
         f"ImportError: LightNER needs transformers>=5.24,<6 (found {version})"
     )
+
+
+@pytest.mark.parametrize(
+    "field,value,error,message",
+    [
+        ("batch_size", 0, ValueError, "batch_size must be an int >= 1, got 0"),
+        ("batch_size", 2.5, TypeError, "batch_size must be an int >= 1, got float 2.5"),
+        ("batch_size", True, TypeError, "batch_size must be an int >= 1, got bool True"),
+        ("num_beams", -2, ValueError, "num_beams must be an int >= 1, got -2"),
+        ("num_beams", 0, ValueError, "num_beams must be an int >= 1, got 0"),
+        ("num_beams", 2.5, TypeError, "num_beams must be an int >= 1, got float 2.5"),
+    ],
+)
+def test_predict_and_generate_refuse_bad_batch_sizes_and_beam_counts(model, field, value, error, message):
+    with pytest.raises(error, match=message):
+        model.predict([["Hi"]], **{field: value})
+    if field == "num_beams":
+        encoded, batch = batch_for(model, [["Hi"]])
+        with pytest.raises(error, match=message):
+            model.generate(**batch, word_starts=[e.word_starts for e in encoded], num_beams=value)
+
+
+@pytest.mark.parametrize("sentences", [None, (words for words in [["Hi"]]), 5, "Hi there"])
+def test_predict_needs_a_list_of_word_lists(model, sentences):
+    with pytest.raises(TypeError, match="predict takes a list of sentences, each a list of words"):
+        model.predict(sentences)
+
+
+@pytest.mark.parametrize(
+    "overrides,error,message",
+    [
+        (dict(max_length_a=-0.1), ValueError, "max_length_a must be >= 0, got -0.1"),
+        (dict(prompt_hidden_size=0), ValueError, "prompt_hidden_size must be an int >= 1, got 0"),
+        (dict(prompt_length=0), ValueError, "prompt_length must be an int >= 1, got 0"),
+        (dict(prompt_length=2.0), TypeError, "prompt_length must be an int >= 1, got float 2.0"),
+        (dict(beam_width=0), ValueError, "beam_width must be an int >= 1, got 0"),
+        (dict(label_words=["person", ""]), ValueError, "label words for entity type 'LOC' are ''; they must be a non"),
+        (
+            dict(label_words=["person", 5]),
+            TypeError,
+            "label words for entity type 'LOC' are int 5; they must be a non",
+        ),
+        (dict(entity_types="PER"), TypeError, "entity_types must be a list of type names, not the string 'PER'"),
+        (dict(entity_types=["PER", None]), TypeError, "entity_types\\[1\\] is None; every entity type must be a"),
+    ],
+)
+def test_config_refuses_bad_values_naming_the_field(overrides, error, message):
+    with pytest.raises(error, match=message):
+        LightNerConfig(**{"entity_types": ["PER", "LOC"], **overrides})
+
+
+def test_from_backbone_refuses_a_bare_string_or_a_bad_entry_as_entity_types(tiny_backbone):
+    with pytest.raises(TypeError, match="not the string 'PER'"):
+        LightNerModel.from_backbone(tiny_backbone, "PER")
+    with pytest.raises(TypeError, match="entity_types\\[0\\] is None"):
+        LightNerModel.from_backbone(tiny_backbone, [None])

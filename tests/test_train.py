@@ -136,9 +136,11 @@ def test_training_arguments_are_checked_naming_the_field(values, field):
         LightNerTrainingArguments(train_file="t", output_dir="out", **values)
 
 
-def test_training_arguments_need_a_train_file_and_an_output():
+def test_training_arguments_need_a_train_file_and_an_output_and_cannot_both_resume_and_overwrite():
     with pytest.raises(ValueError, match="train file"):
         LightNerTrainingArguments(output_dir="out")
+    with pytest.raises(ValueError, match="resume and overwrite exclude each other"):
+        LightNerTrainingArguments(train_file="t", output_dir="out", resume=True, overwrite=True)
 
 
 @pytest.mark.parametrize(
