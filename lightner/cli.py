@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import LightNerTrainingArguments
-from .data import FORMATS, LABELLED_FORMATS
+from .data import LABELLED_FORMATS
 
 DEFAULT_DATA_DIR = Path(os.environ.get("LIGHTNER_SHARED_DIR", "../shared")) / "data" / "lightner"
 
@@ -287,23 +286,49 @@ def _add_evaluate_parser(commands) -> None:
 
 
 def _add_predict_parser(commands) -> None:
+    from .predict import INPUT_FORMATS, OUTPUT_FORMATS
+
     parser = commands.add_parser(
         "predict",
-        help="tag sentences and write entities as JSON Lines",
-        description='Predict entities for every sentence of --input and write one {"tokens": [...], "entities": '
-        '[{"type", "start", "end", "text", "score"}]} line per sentence (word offsets, end exclusive).',
+        help="tag a corpus, written as it goes (JSON Lines, CoNLL or spaCy)",
+        description="Predict entities for every document of --input and write them to --output as they come, so "
+        "that a corpus of any size fits in memory; --resume continues a killed run. Under `accelerate launch "
+        "--num_processes N -m lightner predict ...` the processes share the documents and one output is written, in "
+        "input order. Input formats: "
+        + "; ".join(f"{spec.name}: {spec.description}" for spec in INPUT_FORMATS.values())
+        + ". Output formats: "
+        + "; ".join(f"{spec.name}: {spec.description}" for spec in OUTPUT_FORMATS.values())
+        + ".",
     )
     _add_model_arguments(parser)
-    parser.add_argument("--input", required=True, help="sentences: CoNLL column file, .jsonl, or plain text")
-    parser.add_argument("--output", required=True, type=Path, help="JSON Lines file to write")
-    parser.add_argument("--html", type=Path, help="also write the sentences with their entities as an HTML page")
+    parser.add_argument("--input", required=True, help="the documents (see the formats above)")
+    parser.add_argument("--output", required=True, type=Path, help="file to write")
     parser.add_argument(
         "--format",
-        choices=("auto", *FORMATS),
+        choices=("auto", *INPUT_FORMATS),
         default="auto",
-        help="input format (default: auto): a folder as a datasets folder, .jsonl/.json as JSON Lines, else a CoNLL "
-        "file if it parses as one, else plain text with one sentence per line, split into words as the pipeline "
-        "splits raw text (punctuation apart, as in CoNLL data; a blank line is an empty sentence)",
+        help="input format (default: auto): a folder or a path without suffix as datasets, .jsonl/.json as JSON "
+        "Lines, a file whose first lines are `word ... TAG` columns as CoNLL, anything else as plain text",
+    )
+    parser.add_argument(
+        "--output-format", choices=tuple(OUTPUT_FORMATS), default="jsonl", help="output format (default: jsonl)"
+    )
+    parser.add_argument(
+        "--min-score", type=float, default=0.0, help="leave out entities scoring below this (default: 0, keep all)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run into the same --output: documents already written are not redone",
+    )
+    parser.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="leave out (with a warning naming the line) JSON Lines input lines without a text field, instead of "
+        "stopping there",
+    )
+    parser.add_argument(
+        "--html", type=Path, help="also write the documents with their entities as an HTML page (for small inputs)"
     )
     parser.set_defaults(handler=_run_predict, command_parser=parser)
 
@@ -407,34 +432,37 @@ def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .data import read_words
+    from accelerate import PartialState
 
-    sentences = read_words(args.input, args.format)
+    from .pipeline_lightner import LightNerPipeline
+    from .predict import PredictionRun, run_prediction
+
+    if not 0 <= args.min_score <= 1:
+        parser.error(f"--min-score must be between 0 and 1, got {args.min_score}")
+    state = PartialState()
     model = _load_model(args)
-    predictions = model.predict(sentences, batch_size=args.batch_size, num_beams=args.num_beams, show_progress=True)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    with args.output.open("w", encoding="utf-8") as file:
-        for words, entities in zip(sentences, predictions):
-            file.write(json.dumps({"tokens": words, "entities": entities}, ensure_ascii=False) + "\n")
-    print(f"{sum(map(len, predictions))} entities in {len(sentences)} sentences written to {args.output}")
-    if args.html:
-        args.html.write_text(html_page(sentences, predictions), encoding="utf-8")
-        print(f"HTML page written to {args.html}")
+    if state.num_processes > 1:
+        model.to(state.device)
+    run = PredictionRun(
+        source=args.input,
+        output=args.output,
+        input_format=args.format,
+        output_format=args.output_format,
+        batch_size=args.batch_size,
+        num_beams=args.num_beams,
+        min_score=args.min_score,
+        resume=args.resume,
+        skip_bad_lines=args.skip_bad_lines,
+        show_progress=state.is_main_process,
+        html=args.html,
+    )
+    counts = run_prediction(run, LightNerPipeline(model=model), state if state.num_processes > 1 else None)
+    if state.is_main_process:
+        skipped = f" ({counts['skipped']} bad lines left out)" if counts["skipped"] else ""
+        print(f"{counts['entities']} entities in {counts['documents']} documents written to {args.output}{skipped}")
+        if args.html:
+            print(f"HTML page written to {args.html}")
     return 0
-
-
-def html_page(sentences: Sequence[Sequence[str]], predictions: Sequence[Sequence[dict]]) -> str:
-    """The sentences, words joined by spaces, with their entities marked (word offsets turned into characters)."""
-    from lightner.text_utils import character_entity, join_words
-
-    from .render import render_html
-
-    texts, groups = [], []
-    for words, entities in zip(sentences, predictions):
-        text, spans = join_words(words)
-        texts.append(text)
-        groups.append([character_entity(entity, text, spans) for entity in entities])
-    return render_html(texts, groups)
 
 
 def _run_push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
