@@ -5,6 +5,7 @@
     lightner evaluate --model runs/my-adapter --data test.txt
     lightner predict --model runs/my-adapter --input sentences.txt --output entities.jsonl --html entities.html
     lightner push --model runs/my-adapter --repo-id me/my-adapter
+    lightner demo --model runs/my-adapter --adapter movies=runs/movies
 
 `train` runs under `accelerate launch` unchanged, on one or several processes.
 """
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(commands)
     _add_predict_parser(commands)
     _add_push_parser(commands)
+    _add_demo_parser(commands)
     _add_convert_parser(commands)
     return parser
 
@@ -349,6 +351,57 @@ def _add_push_parser(commands) -> None:
         "--commit-message", default="Upload LightNER adapter", help="commit message (default: %(default)s)"
     )
     parser.set_defaults(handler=_run_push, command_parser=parser)
+
+
+def adapter_option(value: str) -> tuple[str, str]:
+    """`NAME=DIR` (argparse type of `lightner demo --adapter`)."""
+    name, equals, folder = value.partition("=")
+    if not equals or not name or not folder:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=DIR (an adapter name and its folder or Hub id), got {value!r}"
+        )
+    return name, folder
+
+
+def _add_demo_parser(commands) -> None:
+    parser = commands.add_parser(
+        "demo",
+        help="serve a web page to try an adapter",
+        description="Serve a small web page on this machine: a text box, the entities drawn in the text, a table of "
+        "them with their scores, and a choice between the loaded adapters. Stop it with Ctrl-C.",
+    )
+    _add_model_arguments(parser, batch_size=False)
+    parser.add_argument(
+        "--adapter",
+        type=adapter_option,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another adapter on the same backbone, offered as NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s; 0 picks a free one)")
+    parser.set_defaults(handler=_run_demo, command_parser=parser)
+
+
+def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .demo import make_server
+    from .pipeline_lightner import LightNerPipeline
+
+    model = _load_model(args)
+    for name, folder in args.adapter:
+        model.load_adapter(folder, adapter_name=name)
+    server = make_server(LightNerPipeline(model=model), host=args.host, port=args.port)
+    print(f"LightNER demo on {server.url} (adapters: {', '.join(model.list_adapters())}); Ctrl-C stops it", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
 
 
 def _add_convert_parser(commands) -> None:
