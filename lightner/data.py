@@ -474,7 +474,7 @@ def load_hf_dataset(source: str | PathLike, split: str | None = None, config_nam
             ) from error
     if isinstance(dataset, DatasetDict):
         if split not in dataset:
-            raise ValueError(f"{name} holds the splits {list(dataset)}; name one as {name}:SPLIT (or --split)")
+            raise ValueError(f"{name} holds the splits {list(dataset)}; choose one with --split or as {name}:SPLIT")
         dataset = dataset[split]
     return dataset
 

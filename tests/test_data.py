@@ -514,7 +514,9 @@ def test_datasets_folder_and_hub_id_sources_by_split(tmp_path, monkeypatch):
         str(folder)
     )
     assert load_sentences(f"{folder}:train") == train and load_sentences(f"{folder}:test") == test
-    with pytest.raises(ValueError, match=r"holds the splits \['train', 'test'\]; name one as .*:SPLIT"):
+    with pytest.raises(
+        ValueError, match=r"holds the splits \['train', 'test'\]; choose one with --split or as .*:SPLIT"
+    ):
         load_sentences(folder)
     assert not is_hub_dataset(f"{folder}:train") and data_name(folder) == "saved"
 
