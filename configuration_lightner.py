@@ -124,10 +124,16 @@ class LightNerConfig(PretrainedConfig):
         constrained_decoding (`bool`): Mask ill-formed continuations so that every output parses.
         encoder_layers, decoder_layers, encoder_attention_heads, decoder_attention_heads, d_model, vocab_size:
             The backbone's shape, filled in from the backbone when a model is created.
+        backbone_revision (`str`, *optional*): The backbone's Hub revision (commit) the adapter was trained on, when
+            known; `from_pretrained` loads that revision unless given `backbone_revision=`.
         backbone_subfolder (`str`, *optional*): Set when the backbone was fine-tuned too and saved with the adapter,
             in this subfolder of its repository; `backbone` then only says where it started from.
         training_data (`str`, *optional*): What the adapter was trained on, for its model card.
-        evaluation (`dict[str, float]`, *optional*): Its scores (e.g. `{"conll2003 test f1": 0.91}`), for the card.
+        training_dataset_id (`str`, *optional*): The Hub dataset it was trained on, when it was one (the card's
+            `datasets` metadata links to it).
+        evaluation (`dict[str, float]`, *optional*): Its scores as `"<split> <metric>"` (e.g. `{"test f1": 0.91}`),
+            for the card's model-index results.
+        evaluation_data (`str`, *optional*): The file or dataset those scores were measured on.
         adapter_format_version (`int`): Layout version of the adapter file, so later releases can read this one.
     """
 
@@ -152,9 +158,12 @@ class LightNerConfig(PretrainedConfig):
         decoder_attention_heads: int | None = None,
         d_model: int | None = None,
         vocab_size: int | None = None,
+        backbone_revision: str | None = None,
         backbone_subfolder: str | None = None,
         training_data: str | None = None,
+        training_dataset_id: str | None = None,
         evaluation: Mapping[str, float] | None = None,
+        evaluation_data: str | None = None,
         adapter_format_version: int = ADAPTER_FORMAT_VERSION,
         **kwargs,
     ):
@@ -175,10 +184,17 @@ class LightNerConfig(PretrainedConfig):
         self.decoder_attention_heads = decoder_attention_heads
         self.d_model = d_model
         self.vocab_size = vocab_size
+        self.backbone_revision = backbone_revision
         self.backbone_subfolder = backbone_subfolder
         self.training_data = training_data
+        self.training_dataset_id = training_dataset_id
         self.evaluation = dict(evaluation) if evaluation else None
+        self.evaluation_data = evaluation_data
         self.adapter_format_version = adapter_format_version
+        # Tools that read `id2label` (the Hub widget, token-classification habits) see the entity types in order.
+        kwargs.pop("num_labels", None)
+        kwargs["id2label"] = dict(enumerate(self.entity_types))
+        kwargs["label2id"] = {name: index for index, name in enumerate(self.entity_types)}
         super().__init__(**kwargs)
         self._validate()
 

@@ -13,7 +13,9 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -21,6 +23,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, BartConfig, BartModel
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import cached_file, logging
+from transformers.utils.hub import extract_commit_hash
 
 from .configuration_lightner import LightNerConfig
 
@@ -29,7 +32,6 @@ logger = logging.get_logger(__name__)
 ADAPTER_WEIGHTS_NAME = "model.safetensors"
 SHARDED_WEIGHTS_INDEX = "model.safetensors.index.json"
 TRAINED_BACKBONE_FOLDER = "backbone"
-_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder")
 # `pipeline()` looks a task up among the config's `custom_pipelines` before resolving aliases, so a saved adapter's
 # "ner" reaches `LightNerPipeline` rather than the token-classification pipeline.
 PIPELINE_TASK = "ner"
@@ -38,9 +40,128 @@ PIPELINE_CLASS = "LightNerPipeline"
 ENDPOINT_HANDLER_FILE = "handler.py"
 
 
-def hub_kwargs(kwargs: Mapping) -> dict:
-    """The arguments of `kwargs` that say where to fetch a repository's files from."""
-    return {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading arguments
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Where an adapter repository's files come from.
+ADAPTER_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder")
+# Of those, the ones that also apply to the backbone's repository, whose revision is `backbone_revision` instead.
+BACKBONE_HUB_KWARGS = ("cache_dir", "token", "local_files_only", "force_download")
+# What `AutoModel.from_pretrained` and `pipeline()` hand every model class; none of it asks anything of this one.
+FRAMEWORK_KWARGS = (
+    "trust_remote_code",
+    "adapter_kwargs",
+    "code_revision",
+    "_from_auto",
+    "_from_pipeline",
+    "_commit_hash",
+)
+# The dtypes a backbone may be loaded in, by the names transformers users write.
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+LOADING_KWARGS = (*ADAPTER_HUB_KWARGS, "backbone_revision", "dtype", "torch_dtype", "device_map", *FRAMEWORK_KWARGS)
+
+
+@dataclass(frozen=True)
+class LoadingOptions:
+    """The keyword arguments of a loading call, checked and sorted by what they apply to.
+
+    `dtype` None keeps the dtype the backbone was saved in (transformers' "auto"); `device` None leaves the model
+    where transformers loads it (the CPU). `backbone_revision` None means the one the adapter's config records.
+    """
+
+    adapter_hub: dict[str, Any] = field(default_factory=dict)
+    backbone_hub: dict[str, Any] = field(default_factory=dict)
+    backbone_revision: str | None = None
+    dtype: torch.dtype | None = None
+    device: torch.device | None = None
+
+
+def loading_options(kwargs: Mapping[str, Any], call: str = "from_pretrained") -> LoadingOptions:
+    """Check the keyword arguments of a loading call (`call` names it in messages) and sort them.
+
+    The one place that knows which loading arguments exist: an argument no loader uses is refused by name, because
+    transformers users pass many (`low_cpu_mem_usage`, `attn_implementation`, ...) and one silently dropped would
+    let them believe it took effect.
+    """
+    unknown = sorted(set(kwargs) - set(LOADING_KWARGS))
+    if unknown:
+        raise TypeError(
+            f"{call} got argument(s) LightNER does not support: {', '.join(unknown)}; it takes "
+            f"{', '.join(name for name in LOADING_KWARGS if name not in FRAMEWORK_KWARGS)}"
+        )
+    dtype = kwargs.get("dtype")
+    if kwargs.get("torch_dtype") is not None:
+        if dtype is not None and resolve_dtype(dtype) != resolve_dtype(kwargs["torch_dtype"]):
+            raise ValueError(f"{call} got dtype={dtype!r} and torch_dtype={kwargs['torch_dtype']!r}; give one")
+        dtype = kwargs["torch_dtype"]
+    return LoadingOptions(
+        adapter_hub={key: kwargs[key] for key in ADAPTER_HUB_KWARGS if kwargs.get(key) is not None},
+        backbone_hub={key: kwargs[key] for key in BACKBONE_HUB_KWARGS if kwargs.get(key) is not None},
+        backbone_revision=kwargs.get("backbone_revision"),
+        dtype=resolve_dtype(dtype),
+        device=resolve_device(kwargs.get("device_map")),
+    )
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """A backbone dtype from a `torch.dtype` or its name; None for None or "auto" (the dtype it was saved in)."""
+    if dtype is None or dtype == "auto":
+        return None
+    resolved = DTYPES.get(dtype.removeprefix("torch.")) if isinstance(dtype, str) else dtype
+    if resolved not in DTYPES.values():
+        raise ValueError(
+            f'unknown dtype {dtype!r}: LightNER loads its backbone in float32, float16 or bfloat16 (or "auto", the '
+            "dtype it was saved in)"
+        )
+    return resolved
+
+
+def resolve_device(device_map: str | int | torch.device | Mapping | None) -> torch.device | None:
+    """The one device a `device_map` names: "cpu", "cuda", "cuda:N", a GPU index, a `torch.device`, `{"": device}`,
+    or "auto" (the first GPU if there is one, else the CPU). None for None.
+
+    A per-module map is refused: the prompts enter every attention layer, so the backbone and its adapters live on
+    one device. A device this machine lacks is refused here, before anything is loaded.
+    """
+    if device_map is None:
+        return None
+    if isinstance(device_map, Mapping):
+        if set(device_map) != {""}:
+            raise ValueError(
+                f"device_map {dict(device_map)!r} places modules on several devices; LightNER keeps the backbone and "
+                'its adapters on one: pass "cpu", "cuda", "cuda:N", "auto" or {"": device}'
+            )
+        device_map = device_map[""]
+    if device_map == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device_map)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f'device_map={device_map!r} is not a device: expected "cpu", "cuda", "cuda:N", "auto" or a GPU index'
+        ) from None
+    if device.type == "cpu":
+        return device
+    backend = getattr(torch, device.type, None)
+    if backend is None or not backend.is_available():
+        raise ValueError(
+            f'device_map={device_map!r}: this machine (or this torch build) has no {device.type} device; use "cpu" '
+            'or "auto"'
+        )
+    if device.index is not None and device.index >= backend.device_count():
+        raise ValueError(
+            f"device_map={device_map!r}: this machine has {backend.device_count()} {device.type} device(s)"
+        )
+    return device
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -84,14 +205,21 @@ SHARED_BACKBONES = SharedBackbones()
 
 
 def load_backbone(
-    name_or_path: str, dtype: torch.dtype | None = None, share: bool = True, subfolder: str = ""
+    name_or_path: str,
+    dtype: torch.dtype | None = None,
+    share: bool = True,
+    subfolder: str = "",
+    device: torch.device | None = None,
+    **hub,
 ) -> BartModel:
     """The BART backbone at `name_or_path` (a Hub id or a local folder), shared with other adapters when frozen.
 
-    Refuses, naming the folder: a folder that does not exist, one that holds something else than a BART model (an
-    adapter, say), and one whose weights do not all load (transformers would initialise the rest at random).
+    `hub` (`revision`, `cache_dir`, `token`, `local_files_only`, `force_download`) says where its files come from;
+    `dtype` None keeps the dtype it was saved in; `device` None leaves it on the CPU. Refuses, naming the folder: a
+    folder that does not exist, one that holds something else than a BART model (an adapter, say), and one whose
+    weights do not all load (transformers would initialise the rest at random).
     """
-    key = (str(name_or_path), subfolder, str(dtype))
+    key = (str(name_or_path), subfolder, str(dtype), str(device), hub.get("revision"))
     if share and SHARED_BACKBONES.get(key) is not None:
         return SHARED_BACKBONES.get(key)
     where = os.path.join(name_or_path, subfolder) if subfolder else name_or_path
@@ -99,7 +227,7 @@ def load_backbone(
         name_or_path, subfolder, ("config.json", (ADAPTER_WEIGHTS_NAME, SHARDED_WEIGHTS_INDEX)), "BART backbone"
     )
     try:
-        config_dict, _ = BartConfig.get_config_dict(name_or_path, subfolder=subfolder)
+        config_dict, _ = BartConfig.get_config_dict(name_or_path, subfolder=subfolder, **hub)
         if config_dict.get("model_type") != "bart":
             raise ValueError(
                 f"{where} holds a {config_dict.get('model_type')!r} model, not a BART backbone"
@@ -110,7 +238,7 @@ def load_backbone(
                 )
             )
         backbone, info = BartModel.from_pretrained(
-            name_or_path, dtype=dtype, subfolder=subfolder, use_safetensors=True, output_loading_info=True
+            name_or_path, dtype=dtype, subfolder=subfolder, use_safetensors=True, output_loading_info=True, **hub
         )
     except OSError as error:
         raise OSError(
@@ -126,9 +254,18 @@ def load_backbone(
             f"{where} is not a complete BART backbone: {len(not_loaded)} of its weights are missing or misshapen in "
             f"its {ADAPTER_WEIGHTS_NAME} ({', '.join(not_loaded[:3])}{', ...' if len(not_loaded) > 3 else ''})"
         )
+    if device is not None:
+        backbone.to(device)
     if share:
         SHARED_BACKBONES.put(key, backbone)
     return backbone
+
+
+def hub_commit(name_or_path: str, subfolder: str = "", **hub) -> str | None:
+    """The Hub commit a repository's files were fetched at (from the cache's snapshot folder); None for a folder."""
+    if os.path.isdir(os.path.join(name_or_path, subfolder)):
+        return None
+    return extract_commit_hash(cached_file(name_or_path, "config.json", subfolder=subfolder, **hub), None)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -136,8 +273,10 @@ def load_backbone(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def load_tokenizer(name_or_path: str, config: LightNerConfig | None = None, **hub):
-    """The tokenizer saved with an adapter, or else its backbone's.
+def load_tokenizer(
+    name_or_path: str, config: LightNerConfig | None = None, backbone_hub: Mapping[str, Any] | None = None, **hub
+):
+    """The tokenizer saved with an adapter (fetched with `hub`), or else its backbone's (with `backbone_hub`).
 
     Handing `AutoTokenizer` the adapter's config stops it from loading that config itself, which for a folder with
     remote code would ask whether to trust it.
@@ -147,7 +286,7 @@ def load_tokenizer(name_or_path: str, config: LightNerConfig | None = None, **hu
     except (OSError, ValueError):
         if config is None:
             raise
-        return AutoTokenizer.from_pretrained(config.backbone)
+        return AutoTokenizer.from_pretrained(config.backbone, **(backbone_hub or {}))
 
 
 def load_adapter_config(path: str, **hub) -> LightNerConfig:
@@ -172,6 +311,11 @@ def read_adapter_file(path: str, **hub) -> dict[str, torch.Tensor]:
         raise ValueError(
             f"{weights_file} is not a readable safetensors adapter file (truncated or corrupted?): {error}"
         ) from error
+
+
+def _only(kwargs: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The entries of `kwargs` named in `names` whose value is set."""
+    return {key: value for key, value in kwargs.items() if key in names and value is not None}
 
 
 def _check_folder(path: str, subfolder: str, needed: tuple[str | tuple[str, ...], ...], what: str) -> None:
@@ -227,20 +371,33 @@ def add_endpoint_handler(save_directory: str | os.PathLike) -> None:
     shutil.copy(handler_file, os.path.join(save_directory, ENDPOINT_HANDLER_FILE))
 
 
-def write_model_card(save_directory: str | os.PathLike, config: LightNerConfig) -> None:
-    """A Hub model card: metadata for the Hub's filters and widgets, and what a user needs to trust the adapter."""
+# The usage snippet's repository until the card is written for an upload, which knows the real one.
+CARD_REPOSITORY_PLACEHOLDER = "<this repository>"
+
+
+def write_model_card(save_directory: str | os.PathLike, config: LightNerConfig, repo_id: str | None = None) -> None:
+    """A Hub model card: metadata for the Hub's filters and widgets, and what a user needs to trust the adapter.
+
+    The scores become model-index `eval_results`, which the Hub shows on the model page; `datasets` names the
+    training data only when it was a Hub dataset (a local file name would link to a dataset that does not exist);
+    the usage snippet loads `repo_id` (the placeholder until `push_to_hub` or `lightner push` writes it again).
+    """
     from huggingface_hub import ModelCard, ModelCardData
 
+    model_name = repo_id or Path(save_directory).resolve().name
     card_data = ModelCardData(
+        model_name=model_name,
         library_name="transformers",
         pipeline_tag="token-classification",
         base_model=config.backbone,
         license="apache-2.0",
         tags=["lightner", "ner", "named-entity-recognition", "prompt-tuning", "custom_code"],
-        datasets=[config.training_data] if config.training_data else None,
+        datasets=[config.training_dataset_id] if config.training_dataset_id else None,
+        eval_results=eval_results(config) or None,
     )
     label_rows = "\n".join(f"| {t} | {w} |" for t, w in zip(config.entity_types, config.label_words))
     scores = "\n".join(f"| {name} | {value} |" for name, value in (config.evaluation or {}).items())
+    scored_on = f" on {config.evaluation_data}" if config.evaluation_data else ""
     body = f"""# LightNER adapter
 
 A [LightNER](https://arxiv.org/abs/2109.00720) adapter: prompts (length {config.prompt_length}) prepended inside every
@@ -257,21 +414,55 @@ adapter holds only these tensors; the backbone is loaded from its own repository
 
 {config.training_data or "Not recorded."}
 
-## Evaluation
+## Evaluation{scored_on}
 
 {"| metric | value |" + chr(10) + "|---|---|" + chr(10) + scores if scores else "Not recorded."}
 
 ## Use
 
 ```python
-from transformers import AutoModel
+from transformers import AutoModel, pipeline
 
-model = AutoModel.from_pretrained("<this repository>", trust_remote_code=True)
+model = AutoModel.from_pretrained("{repo_id or CARD_REPOSITORY_PLACEHOLDER}", trust_remote_code=True)
 model.predict([["Angela", "Merkel", "visited", "Paris"]])
+
+ner = pipeline("ner", model="{repo_id or CARD_REPOSITORY_PLACEHOLDER}", trust_remote_code=True)
+ner("Angela Merkel visited Paris.")
 ```
 """
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
     card.save(os.path.join(save_directory, "README.md"))
+
+
+def eval_results(config: LightNerConfig) -> list:
+    """`config.evaluation` (`{"test f1": 0.91, ...}`: split, then metric) as the Hub's model-index results."""
+    from huggingface_hub import EvalResult
+
+    dataset = config.evaluation_data or config.training_dataset_id or "unrecorded"
+    results = []
+    for name, value in (config.evaluation or {}).items():
+        split, _, metric = name.rpartition(" ")
+        results.append(
+            EvalResult(
+                task_type="token-classification",
+                task_name="Named entity recognition",
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_split=split or None,
+                metric_type=metric,
+                metric_name=f"entity-level {metric} (exact span and type)",
+                metric_value=value,
+            )
+        )
+    return results
+
+
+def write_card_repository(folder: str | os.PathLike, repo_id: str) -> None:
+    """Write a saved folder's card again for `repo_id` if it still shows the placeholder (a card edited by hand, or
+    written for another repository, is left as it is)."""
+    card_file = Path(folder) / "README.md"
+    if card_file.is_file() and CARD_REPOSITORY_PLACEHOLDER in card_file.read_text(encoding="utf-8"):
+        write_model_card(folder, load_adapter_config(str(folder)), repo_id=repo_id)
 
 
 def upload_adapter_folder(
@@ -291,6 +482,7 @@ def upload_adapter_folder(
     _check_folder(str(folder), "", ("config.json", ADAPTER_WEIGHTS_NAME), "LightNER adapter")
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    write_card_repository(folder, repo_id)
     return api.upload_folder(
         repo_id=repo_id,
         folder_path=str(folder),
@@ -315,16 +507,38 @@ class LightNerHubMixin:
         backbone: str | os.PathLike,
         entity_types: Sequence[str] | Mapping[str, str],
         tokenizer=None,
-        dtype: torch.dtype | None = None,
-        **config_overrides,
+        **kwargs,
     ):
         """A fresh adapter on a pretrained backbone (hub id or local path).
 
-        `entity_types` is a list of type names (label words derived from them) or a dict type -> label words.
+        `entity_types` is a list of type names (label words derived from them) or a dict type -> label words. Keyword
+        arguments are loading arguments (`dtype`, `device_map`, and `revision`, `cache_dir`, `token`,
+        `local_files_only`, `force_download` for the backbone's repository; see `loading_options`) or
+        `LightNerConfig` fields. The new adapter stays in float32 whatever the backbone's dtype (it is trained), and
+        its config records the backbone's revision when it is known (a Hub commit), so that loading it later fetches
+        the backbone it was trained on.
         """
-        config = LightNerConfig.from_entity_types(str(backbone), entity_types, **config_overrides)
-        backbone_model = load_backbone(str(backbone), dtype=dtype, share=config.freeze_backbone)
-        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(str(backbone))
+        loading = {key: kwargs.pop(key) for key in list(kwargs) if key in LOADING_KWARGS}
+        options = loading_options(loading, call="from_backbone")
+        revision = options.adapter_hub.get("revision") or options.backbone_revision
+        hub = {**options.backbone_hub, **_only({"revision": revision}, ("revision",))}
+        subfolder = options.adapter_hub.get("subfolder", "")
+        backbone_model = load_backbone(
+            str(backbone),
+            dtype=options.dtype,
+            device=options.device,
+            share=kwargs.get("freeze_backbone", True),
+            subfolder=subfolder,
+            **hub,
+        )
+        config = LightNerConfig.from_entity_types(
+            str(backbone),
+            entity_types,
+            backbone_revision=revision or hub_commit(str(backbone), subfolder, **hub),
+            **kwargs,
+        )
+        if tokenizer is None:
+            tokenizer = load_tokenizer(str(backbone), **hub, **_only({"subfolder": subfolder}, ("subfolder",)))
         return cls(config, backbone=backbone_model, tokenizer=tokenizer, reparameterize=True)
 
     @classmethod
@@ -335,28 +549,55 @@ class LightNerHubMixin:
         config: LightNerConfig | None = None,
         backbone: BartModel | None = None,
         tokenizer=None,
-        dtype: torch.dtype | str | None = None,
         **kwargs,
     ):
         """Load the backbone named in the adapter's config, then the adapter on top of it.
 
         A frozen backbone is shared: adapters loaded one after another in a process use the same backbone tensors
-        (pass `backbone=` to share one explicitly). Hub arguments (`revision`, `cache_dir`, `token`,
-        `local_files_only`, `subfolder`, ...) apply to the adapter repository.
+        (pass `backbone=` to share one explicitly). Keyword arguments (checked by `loading_options`; any other is
+        refused): `revision`, `cache_dir`, `token`, `local_files_only`, `force_download`, `subfolder` for the
+        adapter repository, all but `revision` and `subfolder` also for the backbone's, whose revision is
+        `backbone_revision` (default: the one the adapter was trained on, when its config records one); `dtype` (or
+        `torch_dtype`): float32, float16, bfloat16 or "auto" (as saved), for the backbone and the adapter;
+        `device_map`: "cpu", "cuda", "cuda:N", "auto" or `{"": device}`, for both.
         """
-        path, hub = str(pretrained_model_name_or_path), hub_kwargs(kwargs)
-        dtype = None if dtype == "auto" else dtype  # what `pipeline()` asks for: keep the backbone's own dtype
+        if model_args:
+            raise TypeError(f"from_pretrained takes no positional arguments after the path, got {len(model_args)}")
+        options = loading_options(kwargs)
+        path, hub = str(pretrained_model_name_or_path), options.adapter_hub
         if config is None:
             config = load_adapter_config(path, **hub)
         state = read_adapter_file(path, **hub)
+        revision = options.backbone_revision or config.backbone_revision
+        backbone_hub = {**options.backbone_hub, **_only({"revision": revision}, ("revision",))}
+        if backbone is not None and options.dtype not in (None, next(backbone.parameters()).dtype):
+            raise ValueError(
+                f"dtype={options.dtype} but the backbone passed is {next(backbone.parameters()).dtype}; convert the "
+                "backbone before passing it, or leave dtype out"
+            )
         if backbone is None and config.backbone_subfolder:
-            backbone = load_backbone(path, dtype=dtype, share=False, subfolder=config.backbone_subfolder)
+            backbone = load_backbone(
+                path,
+                dtype=options.dtype,
+                device=options.device,
+                share=False,
+                subfolder=config.backbone_subfolder,
+                **hub,
+            )
         if backbone is None:
-            backbone = load_backbone(config.backbone, dtype=dtype, share=config.freeze_backbone)
+            backbone = load_backbone(
+                config.backbone,
+                dtype=options.dtype,
+                device=options.device,
+                share=config.freeze_backbone,
+                **backbone_hub,
+            )
         if tokenizer is None:
-            tokenizer = load_tokenizer(path, config=config, **hub)
+            tokenizer = load_tokenizer(path, config=config, backbone_hub=backbone_hub, **hub)
         model = cls(config, backbone=backbone, tokenizer=tokenizer, reparameterize=False)
         model.load_adapter_state_dict(state, source=path)
+        if options.device is not None:
+            model.to(options.device)
         return model.eval()
 
     def save_pretrained(
@@ -428,7 +669,13 @@ class LightNerHubMixin:
 
     def load_adapter(self, path_or_repo_id: str | os.PathLike, adapter_name: str, **kwargs) -> None:
         """Load a saved adapter onto this model's backbone under `adapter_name` (the backbone is not loaded again)."""
-        path, hub = str(path_or_repo_id), hub_kwargs(kwargs)
+        options = loading_options(kwargs, call="load_adapter")
+        if options.dtype is not None or options.device is not None:
+            raise ValueError(
+                "load_adapter puts the adapter on the model's device and in its dtype; move the model with `to()` "
+                "instead of passing dtype or device_map"
+            )
+        path, hub = str(path_or_repo_id), options.adapter_hub
         config, state = load_adapter_config(path, **hub), read_adapter_file(path, **hub)
         adapter = self._register_adapter(adapter_name, config, reparameterize=False)
         try:
@@ -446,10 +693,17 @@ __all__ = [
     "TRAINED_BACKBONE_FOLDER",
     "add_endpoint_handler",
     "add_pipeline_to_folder",
+    "LOADING_KWARGS",
+    "LoadingOptions",
     "load_adapter_config",
     "load_backbone",
     "load_tokenizer",
+    "loading_options",
     "read_adapter_file",
+    "resolve_device",
+    "resolve_dtype",
     "upload_adapter_folder",
+    "eval_results",
+    "write_card_repository",
     "write_model_card",
 ]

@@ -20,7 +20,15 @@ from typing import Any
 
 from transformers import Pipeline
 
-from .text_utils import Window, join_words, plan_windows, sentence_starts, split_long_spans, split_words
+from .text_utils import (
+    Window,
+    character_entity,
+    join_words,
+    plan_windows,
+    sentence_starts,
+    split_long_spans,
+    split_words,
+)
 
 DEFAULT_BATCH_SIZE = 32
 # Token-classification callers pass an aggregation strategy; LightNER writes whole entities, which is what every
@@ -181,18 +189,8 @@ class LightNerPipeline(Pipeline):
             for entity in predicted:
                 if entity["score"] < threshold or entity["type"] in ignore_labels:
                     continue
-                first, last = window.start + entity["start"], window.start + entity["end"] - 1
-                if window.own_start <= first < window.own_end:
-                    start, end = document.spans[first][0], document.spans[last][1]
-                    entities.append(
-                        {
-                            "entity_group": entity["type"],
-                            "score": entity["score"],
-                            "word": document.text[start:end],
-                            "start": start,
-                            "end": end,
-                        }
-                    )
+                if window.own_start <= window.start + entity["start"] < window.own_end:
+                    entities.append(character_entity(entity, document.text, document.spans, window.start))
         return sorted(entities, key=lambda e: (e["start"], e["end"], e["entity_group"]))
 
 

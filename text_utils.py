@@ -36,7 +36,7 @@ Splitting policy (CoNLL-2003 / Penn Treebank style):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import regex
@@ -129,6 +129,34 @@ def detokenize(words: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
         spans.append((cursor, cursor + len(word)))
         cursor += len(word)
     return "".join(pieces), spans
+
+
+# Entity fields. `model.predict` reads words and gives `{"type", "start", "end", "text", "score"}` with WORD offsets
+# (end exclusive); the pipeline reads text and gives token-classification's `{"entity_group", "score", "word",
+# "start", "end"}` with CHARACTER offsets. `character_entity` is the one conversion from the first to the second;
+# `entity_type` reads the type of either, so `span_f1` and `render_html` take both (offsets are compared as given).
+ENTITY_TYPE_KEYS = ("entity_group", "type")
+
+
+def entity_type(entity: Mapping) -> str:
+    """The type of an entity dict of either form (`entity_group` from the pipeline, `type` from `predict`)."""
+    for key in ENTITY_TYPE_KEYS:
+        if key in entity:
+            return entity[key]
+    raise KeyError(f"entity {dict(entity)!r} has no type: expected one of the fields {ENTITY_TYPE_KEYS}")
+
+
+def character_entity(entity: Mapping, text: str, spans: Sequence[tuple[int, int]], first_word: int = 0) -> dict:
+    """A `predict` entity (word offsets, counted from word `first_word` of `spans`) as the pipeline's dict, its
+    offsets the characters of `text` that its words cover, so that `text[start:end] == word`."""
+    start, end = spans[first_word + entity["start"]][0], spans[first_word + entity["end"] - 1][1]
+    return {
+        "entity_group": entity["type"],
+        "score": entity["score"],
+        "word": text[start:end],
+        "start": start,
+        "end": end,
+    }
 
 
 def split_long_spans(text: str, spans: Sequence[tuple[int, int]], max_bytes: int) -> list[tuple[int, int]]:
@@ -226,4 +254,15 @@ def _cut_sentence(costs: Sequence[int], first: int, last: int, budget: int) -> l
     return [Window(start, end, owned[k], owned[k + 1]) for k, (start, end) in enumerate(pieces)]
 
 
-__all__ = ["Window", "detokenize", "join_words", "plan_windows", "sentence_starts", "split_long_spans", "split_words"]
+__all__ = [
+    "ENTITY_TYPE_KEYS",
+    "Window",
+    "character_entity",
+    "detokenize",
+    "entity_type",
+    "join_words",
+    "plan_windows",
+    "sentence_starts",
+    "split_long_spans",
+    "split_words",
+]

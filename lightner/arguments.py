@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .data import TAG_SCHEMES, ReadOptions
+
 TRAINING_ARGS_NAME = "training_args.json"
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
 # What concerns one invocation rather than the run itself: a replay must not resume, overwrite or stop early.
@@ -93,6 +95,23 @@ class LightNerTrainingArguments:
             "derived from their names (LOC -> location, fromloc.city_name -> fromloc city name)",
             DATA,
             type=label_words_option,
+        ),
+    )
+    dataset_config: str | None = field(
+        default=None,
+        metadata=option("configuration of a Hub dataset given as --train (e.g. supervised for Few-NERD)", DATA),
+    )
+    tokens_column: str = field(default="tokens", metadata=option("words column of a datasets source", DATA))
+    tags_column: str = field(
+        default="ner_tags", metadata=option("tags column of a datasets source (ClassLabel or strings)", DATA)
+    )
+    tag_scheme: str = field(
+        default="auto",
+        metadata=option(
+            "tag scheme of the data: auto reads IOB1, IOB2 and BIOES; io reads every tag but O as a type, adjacent "
+            "equal tags forming one entity (Few-NERD)",
+            DATA,
+            choices=TAG_SCHEMES,
         ),
     )
     init_prompts_from: str | None = field(
@@ -201,6 +220,15 @@ class LightNerTrainingArguments:
         if self.mixed_precision not in MIXED_PRECISION_CHOICES:
             problems.append(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
         return problems
+
+    def read_options(self) -> ReadOptions:
+        """How the data sources are read: a `datasets` source's configuration and columns, the tag scheme."""
+        return ReadOptions(
+            tokens_column=self.tokens_column,
+            tags_column=self.tags_column,
+            scheme=self.tag_scheme,
+            config_name=self.dataset_config,
+        )
 
     def fingerprint(self) -> dict[str, Any]:
         """The arguments a resumed run must share with the run it continues (everything that shapes the result)."""

@@ -5,6 +5,7 @@
     lightner evaluate --model runs/my-adapter --data test.txt
     lightner predict --model runs/my-adapter --input sentences.txt --output entities.jsonl --html entities.html
     lightner push --model runs/my-adapter --repo-id me/my-adapter
+    lightner demo --model runs/my-adapter --adapter movies=runs/movies
 
 `train` runs under `accelerate launch` unchanged, on one or several processes.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import LightNerTrainingArguments
-from .data import FORMATS, LABELLED_FORMATS
+from .data import LABELLED_FORMATS
 
 DEFAULT_DATA_DIR = Path(os.environ.get("LIGHTNER_SHARED_DIR", "../shared")) / "data" / "lightner"
 
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(commands)
     _add_predict_parser(commands)
     _add_push_parser(commands)
+    _add_demo_parser(commands)
     _add_convert_parser(commands)
     return parser
 
@@ -96,10 +97,11 @@ def _add_train_parser(commands) -> None:
     protocol.add_argument(
         "--protocol",
         choices=PROTOCOLS,
-        help="indomain: CoNLL-2003 indomain-train/dev/test; supervised: CoNLL-2003 train/dev/test; crossdomain: a "
-        "CoNLL-2003 source adapter (trained first into OUTPUT/source unless --init-prompts-from names one) whose "
-        "prompts initialise an adapter for --target, trained on its --shots file and tested on its test file (these "
-        "corpora have no dev set, so the last epoch is kept)",
+        help="quickstart: a first run without a GPU, MIT Restaurant 10-shot trained from the backbone (batch 4, 10 "
+        "epochs) and tested on its test file; indomain: CoNLL-2003 indomain-train/dev/test; supervised: CoNLL-2003 "
+        "train/dev/test; crossdomain: a CoNLL-2003 source adapter (trained first into OUTPUT/source unless "
+        "--init-prompts-from names one) whose prompts initialise an adapter for --target, trained on its --shots "
+        "file and tested on its test file (these corpora have no dev set, so the last epoch is kept)",
     )
     protocol.add_argument(
         "--data-dir",
@@ -287,23 +289,49 @@ def _add_evaluate_parser(commands) -> None:
 
 
 def _add_predict_parser(commands) -> None:
+    from .predict import INPUT_FORMATS, OUTPUT_FORMATS
+
     parser = commands.add_parser(
         "predict",
-        help="tag sentences and write entities as JSON Lines",
-        description='Predict entities for every sentence of --input and write one {"tokens": [...], "entities": '
-        '[{"type", "start", "end", "text", "score"}]} line per sentence (word offsets, end exclusive).',
+        help="tag a corpus, written as it goes (JSON Lines, CoNLL or spaCy)",
+        description="Predict entities for every document of --input and write them to --output as they come, so "
+        "that a corpus of any size fits in memory; --resume continues a killed run. Under `accelerate launch "
+        "--num_processes N -m lightner predict ...` the processes share the documents and one output is written, in "
+        "input order. Input formats: "
+        + "; ".join(f"{spec.name}: {spec.description}" for spec in INPUT_FORMATS.values())
+        + ". Output formats: "
+        + "; ".join(f"{spec.name}: {spec.description}" for spec in OUTPUT_FORMATS.values())
+        + ".",
     )
     _add_model_arguments(parser)
-    parser.add_argument("--input", required=True, help="sentences: CoNLL column file, .jsonl, or plain text")
-    parser.add_argument("--output", required=True, type=Path, help="JSON Lines file to write")
-    parser.add_argument("--html", type=Path, help="also write the sentences with their entities as an HTML page")
+    parser.add_argument("--input", required=True, help="the documents (see the formats above)")
+    parser.add_argument("--output", required=True, type=Path, help="file to write")
     parser.add_argument(
         "--format",
-        choices=("auto", *FORMATS),
+        choices=("auto", *INPUT_FORMATS),
         default="auto",
-        help="input format (default: auto): a folder as a datasets folder, .jsonl/.json as JSON Lines, else a CoNLL "
-        "file if it parses as one, else plain text with one sentence per line, split into words as the pipeline "
-        "splits raw text (punctuation apart, as in CoNLL data; a blank line is an empty sentence)",
+        help="input format (default: auto): a folder or a path without suffix as datasets, .jsonl/.json as JSON "
+        "Lines, a file whose first lines are `word ... TAG` columns as CoNLL, anything else as plain text",
+    )
+    parser.add_argument(
+        "--output-format", choices=tuple(OUTPUT_FORMATS), default="jsonl", help="output format (default: jsonl)"
+    )
+    parser.add_argument(
+        "--min-score", type=float, default=0.0, help="leave out entities scoring below this (default: 0, keep all)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run into the same --output: documents already written are not redone",
+    )
+    parser.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="leave out (with a warning naming the line) JSON Lines input lines without a text field, instead of "
+        "stopping there",
+    )
+    parser.add_argument(
+        "--html", type=Path, help="also write the documents with their entities as an HTML page (for small inputs)"
     )
     parser.set_defaults(handler=_run_predict, command_parser=parser)
 
@@ -324,6 +352,57 @@ def _add_push_parser(commands) -> None:
         "--commit-message", default="Upload LightNER adapter", help="commit message (default: %(default)s)"
     )
     parser.set_defaults(handler=_run_push, command_parser=parser)
+
+
+def adapter_option(value: str) -> tuple[str, str]:
+    """`NAME=DIR` (argparse type of `lightner demo --adapter`)."""
+    name, equals, folder = value.partition("=")
+    if not equals or not name or not folder:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=DIR (an adapter name and its folder or Hub id), got {value!r}"
+        )
+    return name, folder
+
+
+def _add_demo_parser(commands) -> None:
+    parser = commands.add_parser(
+        "demo",
+        help="serve a web page to try an adapter",
+        description="Serve a small web page on this machine: a text box, the entities drawn in the text, a table of "
+        "them with their scores, and a choice between the loaded adapters. Stop it with Ctrl-C.",
+    )
+    _add_model_arguments(parser, batch_size=False)
+    parser.add_argument(
+        "--adapter",
+        type=adapter_option,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another adapter on the same backbone, offered as NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s; 0 picks a free one)")
+    parser.set_defaults(handler=_run_demo, command_parser=parser)
+
+
+def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .demo import make_server
+    from .pipeline_lightner import LightNerPipeline
+
+    model = _load_model(args)
+    for name, folder in args.adapter:
+        model.load_adapter(folder, adapter_name=name)
+    server = make_server(LightNerPipeline(model=model), host=args.host, port=args.port)
+    print(f"LightNER demo on {server.url} (adapters: {', '.join(model.list_adapters())}); Ctrl-C stops it", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
 
 
 def _add_convert_parser(commands) -> None:
@@ -407,44 +486,37 @@ def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .data import read_words
+    from accelerate import PartialState
 
-    sentences = read_words(args.input, args.format)
+    from .pipeline_lightner import LightNerPipeline
+    from .predict import PredictionRun, run_prediction
+
+    if not 0 <= args.min_score <= 1:
+        parser.error(f"--min-score must be between 0 and 1, got {args.min_score}")
+    state = PartialState()
     model = _load_model(args)
-    predictions = model.predict(sentences, batch_size=args.batch_size, num_beams=args.num_beams, show_progress=True)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    with args.output.open("w", encoding="utf-8") as file:
-        for words, entities in zip(sentences, predictions):
-            file.write(json.dumps({"tokens": words, "entities": entities}, ensure_ascii=False) + "\n")
-    print(f"{sum(map(len, predictions))} entities in {len(sentences)} sentences written to {args.output}")
-    if args.html:
-        args.html.write_text(html_page(sentences, predictions), encoding="utf-8")
-        print(f"HTML page written to {args.html}")
+    if state.num_processes > 1:
+        model.to(state.device)
+    run = PredictionRun(
+        source=args.input,
+        output=args.output,
+        input_format=args.format,
+        output_format=args.output_format,
+        batch_size=args.batch_size,
+        num_beams=args.num_beams,
+        min_score=args.min_score,
+        resume=args.resume,
+        skip_bad_lines=args.skip_bad_lines,
+        show_progress=state.is_main_process,
+        html=args.html,
+    )
+    counts = run_prediction(run, LightNerPipeline(model=model), state if state.num_processes > 1 else None)
+    if state.is_main_process:
+        skipped = f" ({counts['skipped']} bad lines left out)" if counts["skipped"] else ""
+        print(f"{counts['entities']} entities in {counts['documents']} documents written to {args.output}{skipped}")
+        if args.html:
+            print(f"HTML page written to {args.html}")
     return 0
-
-
-def html_page(sentences: Sequence[Sequence[str]], predictions: Sequence[Sequence[dict]]) -> str:
-    """The sentences, words joined by spaces, with their entities marked (word offsets turned into characters)."""
-    from lightner.text_utils import join_words
-
-    from .render import render_html
-
-    texts, groups = [], []
-    for words, entities in zip(sentences, predictions):
-        text, spans = join_words(words)
-        texts.append(text)
-        groups.append(
-            [
-                {
-                    "entity_group": e["type"],
-                    "start": spans[e["start"]][0],
-                    "end": spans[e["end"] - 1][1],
-                    "score": e["score"],
-                }
-                for e in entities
-            ]
-        )
-    return render_html(texts, groups)
 
 
 def _run_push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -79,11 +79,25 @@ _SCHEME_PREFIXES = {
 }
 
 
+# IO (inside/outside only, as in Few-NERD): a tag is `O` or a type, optionally written `I-<type>`; adjacent words of
+# one type form one entity. Types may hold dashes (`person-actor`), so IO is read only when asked for, never guessed.
+IO_SCHEME = "io"
+TAG_SCHEMES = (*_SCHEME_PREFIXES, IO_SCHEME)
+
+
 def _scheme_prefixes(scheme: str) -> tuple[str, ...]:
     try:
         return _SCHEME_PREFIXES[scheme.lower()]
     except KeyError:
-        raise ValueError(f"unknown tag scheme {scheme!r}; expected one of {sorted(_SCHEME_PREFIXES)}") from None
+        raise ValueError(f"unknown tag scheme {scheme!r}; expected one of {sorted(TAG_SCHEMES)}") from None
+
+
+def _tag_parser(scheme: str) -> Callable[[str], tuple[str, str]]:
+    """The function that splits one tag of `scheme` into `(prefix, type)` for `_decode`; IO tags all read as `I-`."""
+    if scheme.lower() == IO_SCHEME:
+        return lambda tag: ("O", "") if tag == "O" else ("I", tag.removeprefix("I-"))
+    prefixes = _scheme_prefixes(scheme)
+    return lambda tag: _parse_tag(tag, prefixes)
 
 
 def _parse_tag(tag: str, prefixes: tuple[str, ...]) -> tuple[str, str]:
@@ -122,13 +136,14 @@ def spans_from_tags(tags: Sequence[str], *, scheme: str = "auto") -> list[Span]:
     """Entity spans of one sentence's tags, decoded as seqeval's default mode does (an orphan I-X starts an entity).
 
     `scheme` ("IOB1", "IOB2"/"BIO", "BIOES"/"IOBES" or "auto") only restricts which prefixes are accepted: the same
-    rules decode all three schemes, so "auto" needs no detection and accepts B-, I-, E- and S-.
+    rules decode all three schemes, so "auto" needs no detection and accepts B-, I-, E- and S-. "IO" reads every tag
+    but `O` as a type (see `IO_SCHEME`).
     """
-    prefixes = _scheme_prefixes(scheme)
+    parse = _tag_parser(scheme)
     parsed = []
     for index, tag in enumerate(tags):
         try:
-            parsed.append(_parse_tag(tag, prefixes))
+            parsed.append(parse(tag))
         except ValueError as error:
             raise ValueError(f"tag {index}: {error}") from None
     return _decode(parsed)
@@ -212,12 +227,13 @@ def read_conll(path: str | PathLike, *, scheme: str = "auto") -> list[Sentence]:
 
     Columns are tab- or space-separated; blank lines and `-DOCSTART-` lines end a sentence; CRLF line endings, stray
     CRs and a UTF-8 byte-order mark are tolerated; sentences without entities are kept. Tags may be IOB1, IOB2 (BIO)
-    or BIOES (see `spans_from_tags`): an orphan `I-X`, one that follows neither `B-X` nor `I-X`, starts a new entity,
-    as in seqeval's default (non-strict) mode. A line with a single column, an invalid tag (or one outside an explicit
-    `scheme`), undecodable bytes or a file without sentences raise `DataFormatError` naming the file and line.
+    or BIOES (see `spans_from_tags`), or IO when `scheme` says so: an orphan `I-X`, one that follows neither `B-X` nor
+    `I-X`, starts a new entity, as in seqeval's default (non-strict) mode. A line with a single column, an invalid tag
+    (or one outside an explicit `scheme`), undecodable bytes or a file without sentences raise `DataFormatError`
+    naming the file and line.
     """
     path = Path(path)
-    prefixes = _scheme_prefixes(scheme)
+    parse = _tag_parser(scheme)
     sentences = []
     for block in _conll_blocks(_read_text(path)):
         tags = []
@@ -225,7 +241,7 @@ def read_conll(path: str | PathLike, *, scheme: str = "auto") -> list[Sentence]:
             if len(columns) < 2:
                 raise DataFormatError(path, number, f"expected a word and a tag, found a single column {columns[0]!r}")
             try:
-                tags.append(_parse_tag(columns[-1], prefixes))
+                tags.append(parse(columns[-1]))
             except ValueError as error:
                 raise DataFormatError(path, number, str(error)) from None
         sentences.append(Sentence([columns[0] for _, columns in block], _decode(tags), line=block[0][0]))
@@ -330,33 +346,71 @@ def read_text(path: str | PathLike) -> list[Sentence]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def from_hf_dataset(dataset: Dataset, tokens_column: str = "tokens", tags_column: str = "ner_tags") -> list[Sentence]:
-    """Sentences of a `datasets.Dataset` whose tag column is a sequence of `ClassLabel` with IOB1/IOB2/BIOES names."""
-    from datasets import ClassLabel
-
+def from_hf_dataset(
+    dataset: Dataset, tokens_column: str = "tokens", tags_column: str = "ner_tags", scheme: str = "auto"
+) -> list[Sentence]:
+    """Sentences of a `datasets.Dataset`: `tokens_column` a sequence of strings, `tags_column` a sequence of
+    `ClassLabel` or of strings, in the tag `scheme` (IOB1/IOB2/BIOES under "auto", or "io")."""
     missing = [column for column in (tokens_column, tags_column) if column not in dataset.features]
     if missing:
         raise ValueError(f"the dataset has no column {missing[0]!r}; its columns are {list(dataset.features)}")
-    label = getattr(dataset.features[tags_column], "feature", None)
-    if not isinstance(label, ClassLabel):
-        raise TypeError(
-            f"column {tags_column!r} must be a sequence of ClassLabel, got {dataset.features[tags_column]}"
-        )
-    try:
-        label_tags = [_parse_tag(name, _scheme_prefixes("auto")) for name in label.names]
-    except ValueError as error:
-        raise DataFormatError(f"ClassLabel names of column {tags_column!r}", None, str(error)) from None
-
+    _check_words_feature(dataset.features[tokens_column], tokens_column)
+    names = _tag_names(dataset.features[tags_column], tags_column)
+    parse = _tag_parser(scheme)
+    parsed_names = None
+    if names is not None:
+        try:
+            parsed_names = [parse(name) for name in names]
+        except ValueError as error:
+            raise DataFormatError(f"ClassLabel names of column {tags_column!r}", None, _scheme_hint(error)) from None
     sentences = []
-    for row, (words, label_ids) in enumerate(zip(dataset[tokens_column], dataset[tags_column])):
-        if len(words) != len(label_ids):
-            raise DataFormatError(f"dataset row {row}", None, f"{len(words)} tokens but {len(label_ids)} tags")
-        for label_id in label_ids:
-            # A negative id (ClassLabel's "no label" is -1) would silently index from the end of the names.
-            if not 0 <= label_id < len(label_tags):
-                raise DataFormatError(f"dataset row {row}", None, f"tag id {label_id} is not a {tags_column!r} label")
-        sentences.append(Sentence(list(words), _decode([label_tags[label_id] for label_id in label_ids])))
+    for row, (words, tags) in enumerate(zip(dataset[tokens_column], dataset[tags_column])):
+        if len(words) != len(tags):
+            raise DataFormatError(f"dataset row {row}", None, f"{len(words)} tokens but {len(tags)} tags")
+        sentences.append(Sentence(list(words), _decode(_row_tags(tags, parsed_names, parse, row, tags_column))))
     return sentences
+
+
+def _check_words_feature(feature, column: str) -> None:
+    """Refuse a words column that is not a sequence of strings (a text column, say, or token ids)."""
+    from datasets import Value
+
+    inner = getattr(feature, "feature", None)
+    if not (isinstance(inner, Value) and inner.dtype in ("string", "large_string")):
+        raise TypeError(f"column {column!r} must be a sequence of strings (the words), got {feature}")
+
+
+def _tag_names(feature, column: str) -> list[str] | None:
+    """The label names of a sequence-of-`ClassLabel` tags column, None for a sequence of strings; else a TypeError."""
+    from datasets import ClassLabel, Value
+
+    inner = getattr(feature, "feature", None)
+    if isinstance(inner, ClassLabel):
+        return inner.names
+    if isinstance(inner, Value) and inner.dtype in ("string", "large_string"):
+        return None
+    raise TypeError(
+        f"column {column!r} must be a sequence of ClassLabel or of strings (the tags), got {feature}; integer ids "
+        "need ClassLabel names to say which tag each is"
+    )
+
+
+def _row_tags(tags, parsed_names, parse, row: int, column: str) -> list[tuple[str, str]]:
+    """One row's tags as `(prefix, type)`: ClassLabel ids through the parsed names, strings parsed one by one."""
+    if parsed_names is None:
+        try:
+            return [parse(tag) for tag in tags]
+        except ValueError as error:
+            raise DataFormatError(f"dataset row {row}", None, f"column {column!r}: {_scheme_hint(error)}") from None
+    for label_id in tags:
+        # A negative id (ClassLabel's "no label" is -1) would silently index from the end of the names.
+        if not 0 <= label_id < len(parsed_names):
+            raise DataFormatError(f"dataset row {row}", None, f"tag id {label_id} is not a {column!r} label")
+    return [parsed_names[label_id] for label_id in tags]
+
+
+def _scheme_hint(error: ValueError) -> str:
+    return f"{error} (tags without B-/I- prefixes, as in Few-NERD, are the IO scheme: pass --tag-scheme io)"
 
 
 def to_hf_dataset(sentences: Sequence[Sentence], *, types: Sequence[str] | None = None) -> Dataset:
@@ -380,18 +434,62 @@ def to_hf_dataset(sentences: Sequence[Sentence], *, types: Sequence[str] | None 
     return Dataset.from_dict(columns, features=features)
 
 
-def read_hf_folder(
-    path: str | PathLike, split: str | None = None, tokens_column: str = "tokens", tags_column: str = "ner_tags"
-) -> list[Sentence]:
-    """Sentences of a `datasets` folder (`save_to_disk`); one holding several splits needs `split`."""
-    from datasets import DatasetDict, load_from_disk
+def split_source(source: str | PathLike) -> tuple[str, str | None]:
+    """`NAME[:SPLIT]` (a `datasets` folder or Hub id, then optionally a split) as `(NAME, SPLIT)`; an existing path
+    is a name whole, colon or not."""
+    source = str(source)
+    name, colon, split = source.rpartition(":")
+    if Path(source).exists() or not colon or not name or not split or "/" in split:
+        return source, None
+    return name, split
 
-    dataset = load_from_disk(str(path))
+
+def is_hub_dataset(source: str | PathLike) -> bool:
+    """Whether `source` (`NAME[:SPLIT]`) names a Hub dataset: a `datasets` source that is not a local folder."""
+    name, _ = split_source(source)
+    return detect_format(name) == "hf" and not Path(name).exists()
+
+
+def data_name(source: str | PathLike) -> str:
+    """How a model card names data: a Hub dataset by its id and split, a file or folder by its name."""
+    return str(source) if is_hub_dataset(source) else Path(str(source)).name
+
+
+def load_hf_dataset(source: str | PathLike, split: str | None = None, config_name: str | None = None) -> Dataset:
+    """One split of a `datasets` folder (`save_to_disk`) or of a Hub dataset, as `NAME[:SPLIT]` or `split`; a
+    source with several splits needs one named."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    name, named_split = split_source(source)
+    split = named_split or split
+    if Path(name).exists():
+        dataset = load_from_disk(name)
+    else:
+        try:
+            dataset = load_dataset(name, config_name, split=split)
+        except Exception as error:  # datasets raises many types for a name it cannot resolve
+            raise OSError(
+                f"{name} is neither a local datasets folder nor a dataset the Hub could give "
+                f"({type(error).__name__}: {' '.join(str(error).split())})"
+            ) from error
     if isinstance(dataset, DatasetDict):
         if split not in dataset:
-            raise ValueError(f"{path} holds the splits {list(dataset)}; choose one with --split")
+            raise ValueError(f"{name} holds the splits {list(dataset)}; choose one with --split or as {name}:SPLIT")
         dataset = dataset[split]
-    return from_hf_dataset(dataset, tokens_column=tokens_column, tags_column=tags_column)
+    return dataset
+
+
+def read_hf_folder(
+    path: str | PathLike,
+    split: str | None = None,
+    tokens_column: str = "tokens",
+    tags_column: str = "ner_tags",
+    scheme: str = "auto",
+    config_name: str | None = None,
+) -> list[Sentence]:
+    """Sentences of a `datasets` folder (`save_to_disk`) or Hub dataset (see `load_hf_dataset`)."""
+    dataset = load_hf_dataset(path, split, config_name)
+    return from_hf_dataset(dataset, tokens_column=tokens_column, tags_column=tags_column, scheme=scheme)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -401,12 +499,14 @@ def read_hf_folder(
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """What some readers need beyond the path: a `datasets` folder's split and columns, a CoNLL file's tag scheme."""
+    """What some readers need beyond the path: a `datasets` source's split, configuration and columns, the tags'
+    scheme (CoNLL files and `datasets` alike)."""
 
     split: str | None = None
     tokens_column: str = "tokens"
     tags_column: str = "ner_tags"
     scheme: str = "auto"
+    config_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -440,10 +540,13 @@ FORMATS: dict[str, DataFormat] = {
     for spec in (
         DataFormat(
             "hf",
-            "a Hugging Face datasets folder (save_to_disk), detected as a folder or a path without suffix",
+            "a Hugging Face datasets folder (save_to_disk) or Hub dataset id, NAME[:SPLIT], detected as a folder or a "
+            "path without suffix",
             labelled=True,
             matches=lambda path: path.is_dir() or (not path.suffix and not path.is_file()),
-            read=lambda path, o: read_hf_folder(path, o.split, o.tokens_column, o.tags_column),
+            read=lambda path, o: read_hf_folder(
+                path, o.split, o.tokens_column, o.tags_column, o.scheme, o.config_name
+            ),
             write=lambda sentences, path, o: to_hf_dataset(sentences, types=o.types).save_to_disk(str(path)),
         ),
         DataFormat(
@@ -495,9 +598,9 @@ def read_sentences(
     return _format(name, labelled=True).read(Path(path), options)
 
 
-def load_sentences(path: str | PathLike) -> list[Sentence]:
+def load_sentences(path: str | PathLike, options: ReadOptions = ReadOptions()) -> list[Sentence]:
     """Labelled sentences in the format detected from the path (what training and evaluation read)."""
-    return read_sentences(path)
+    return read_sentences(path, options=options)
 
 
 def read_words(path: str | PathLike, data_format: str = "auto") -> list[list[str]]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from html import escape
 
+from .text_utils import entity_type
+
 # displaCy's entity colours, then a few more; a type keeps its colour across the texts of one page.
 PALETTE = (
     "#7aecec",
@@ -43,7 +45,9 @@ def render_html(
     entities: Sequence[Mapping] | Sequence[Sequence[Mapping]],
     title: str = "LightNER entities",
 ) -> str:
-    """An HTML page showing `entities` (the pipeline's dicts: `entity_group`, `start`, `end`, `score`) in `text`.
+    """An HTML page showing `entities` in `text`: dicts with `start`, `end` (character offsets), `score` and the type
+    as `entity_group` (the pipeline's) or `type` (`text_utils.character_entity` turns `predict`'s word offsets into
+    characters).
 
     `text` is one text and `entities` its entities, or `text` is a list of texts and `entities` one list per text.
     """
@@ -55,7 +59,7 @@ def render_entities(text: str | Sequence[str], entities: Sequence[Mapping] | Seq
     texts, groups = ([text], [entities]) if isinstance(text, str) else (list(text), list(entities))
     if len(texts) != len(groups):
         raise ValueError(f"got {len(texts)} texts but {len(groups)} entity lists")
-    types = sorted({entity["entity_group"] for group in groups for entity in group})
+    types = sorted({entity_type(entity) for group in groups for entity in group})
     colors = {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(types)}
     legend = " ".join(_open_mark(name, colors, None) + _close_mark(name) for name in types)
     sections = "\n".join(_render_text(body, group, colors) for body, group in zip(texts, groups))
@@ -76,9 +80,9 @@ def _render_text(text: str, entities: Sequence[Mapping], colors: Mapping[str, st
     html = f'<div class="text" dir="auto">{_inline(text, inline, colors)}</div>'
     if crossing:
         items = ", ".join(
-            _open_mark(e["entity_group"], colors, e.get("score"))
+            _open_mark(entity_type(e), colors, e.get("score"))
             + escape(text[e["start"] : e["end"]])
-            + _close_mark(e["entity_group"])
+            + _close_mark(entity_type(e))
             + f" ({e['start']}-{e['end']})"
             for e in crossing
         )
@@ -108,13 +112,13 @@ def _inline(text: str, entities: Sequence[Mapping], colors: Mapping[str, str]) -
         nonlocal cursor
         while open_entities and open_entities[-1]["end"] <= position:
             entity = open_entities.pop()
-            parts.append(escape(text[cursor : entity["end"]]) + _close_mark(entity["entity_group"]))
+            parts.append(escape(text[cursor : entity["end"]]) + _close_mark(entity_type(entity)))
             cursor = entity["end"]
 
     for entity in entities:
         close_until(entity["start"])
         parts.append(
-            escape(text[cursor : entity["start"]]) + _open_mark(entity["entity_group"], colors, entity.get("score"))
+            escape(text[cursor : entity["start"]]) + _open_mark(entity_type(entity), colors, entity.get("score"))
         )
         cursor = entity["start"]
         open_entities.append(entity)
@@ -123,13 +127,13 @@ def _inline(text: str, entities: Sequence[Mapping], colors: Mapping[str, str]) -
     return "".join(parts)
 
 
-def _open_mark(entity_type: str, colors: Mapping[str, str], score: float | None) -> str:
-    tooltip = escape(entity_type if score is None else f"{entity_type} {score:.2f}")
-    return f'<mark class="entity" style="background: {colors[entity_type]}" title="{tooltip}">'
+def _open_mark(name: str, colors: Mapping[str, str], score: float | None) -> str:
+    tooltip = escape(name if score is None else f"{name} {score:.2f}")
+    return f'<mark class="entity" style="background: {colors[name]}" title="{tooltip}">'
 
 
-def _close_mark(entity_type: str) -> str:
-    return f'<span class="label">{escape(entity_type)}</span></mark>'
+def _close_mark(name: str) -> str:
+    return f'<span class="label">{escape(name)}</span></mark>'
 
 
 __all__ = ["render_html", "render_entities", "html_page", "PALETTE"]

@@ -55,7 +55,7 @@ from .checkpointing import (
     restore_checkpoint,
     save_checkpoint,
 )
-from .data import DataFormatError, Sentence, load_sentences
+from .data import DataFormatError, Sentence, data_name, is_hub_dataset, load_sentences, split_source
 from .evaluation import evaluate_sentences, write_results
 
 logger = get_logger(__name__)
@@ -128,7 +128,8 @@ def restrict_to_types(sentences: Sequence[Sentence], types: Sequence[str]) -> li
 def load_run_data(args: LightNerTrainingArguments) -> RunData:
     """Every split read (errors name file and line) and restricted to the run's types when `--types` chose them."""
     files = {"train": args.train_file, "dev": args.dev_file, "test": args.test_file}
-    splits = {name: load_sentences(path) if path else [] for name, path in files.items()}
+    options = args.read_options()
+    splits = {name: load_sentences(path, options) if path else [] for name, path in files.items()}
     types = resolve_entity_types(args.entity_types, splits)
     if args.entity_types:
         warning = left_out_types(types, splits)
@@ -207,7 +208,8 @@ def build_model(args: LightNerTrainingArguments, types: Sequence[str]) -> LightN
         freeze_backbone=not args.full_finetune,
         max_length_a=args.max_length_a,
         beam_width=args.num_beams,
-        training_data=Path(args.train_file).name,
+        training_data=data_name(args.train_file),
+        training_dataset_id=split_source(args.train_file)[0] if is_hub_dataset(args.train_file) else None,
     )
     if args.init_prompts_from:
         init_prompts_from(model, args.init_prompts_from)
@@ -571,6 +573,7 @@ def _final_results(run: _Run, data: RunData) -> dict[str, Any]:
             best.config.evaluation = {
                 f"{split} {name}": round(scores[name], 4) for name in ("precision", "recall", "f1")
             }
+            best.config.evaluation_data = data_name(evaluated_file)
             best.save_pretrained(run.output_dir)
     if accelerator.is_main_process:
         write_results(run.output_dir / RESULTS_NAME, results)

@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from conftest import REPO_ROOT, save_tiny_backbone, shared_path
 from lightner.arguments import LightNerTrainingArguments
 from lightner.checkpointing import latest_checkpoint
-from lightner.cli import _training_runs, build_parser, evaluation_output, html_page, main
+from lightner.cli import _training_runs, build_parser, evaluation_output, main
 from lightner.data import read_conll, write_conll
 from lightner.evaluation import evaluate_sentences
 from lightner.modeling_lightner import LightNerModel
@@ -86,7 +86,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def test_every_option_is_documented():
     parser = build_parser()
     subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert set(subcommands) == {"train", "evaluate", "predict", "push", "convert-deepke"}
+    assert set(subcommands) == {"train", "evaluate", "predict", "push", "convert-deepke", "demo"}
     for name, subparser in subcommands.items():
         for action in subparser._actions:
             assert action.help and action.help.strip(), f"{name} {action.option_strings} has no help"
@@ -188,35 +188,28 @@ def test_evaluation_of_a_hub_model_writes_into_the_current_folder(tmp_path, monk
 def test_predict_reads_conll_jsonl_and_plain_text(trained, workspace, tmp_path):
     text = tmp_path / "raw.txt"
     text.write_text("EU rejects German call to boycott British lamb.\n\nPeter Blackburn, (Brussels)\n")
-    for source, count in ((workspace.dev, 16), (text, 3)):
-        output = tmp_path / f"{source.stem}.jsonl"
-        assert main(["predict", "--model", str(trained), "--input", str(source), "--output", str(output)]) == 0
-        records = read_jsonl(output)
-        assert len(records) == count
-        for record in records:
-            for entity in record["entities"]:
-                assert {"type", "start", "end", "text", "score"} <= entity.keys()
-                assert entity["text"] == " ".join(record["tokens"][entity["start"] : entity["end"]])
-    raw = read_jsonl(tmp_path / "raw.jsonl")
-    assert raw[0]["tokens"][-2:] == ["lamb", "."]  # plain text is split as the pipeline splits it
-    assert raw[2]["tokens"] == ["Peter", "Blackburn", ",", "(", "Brussels", ")"]
-    assert raw[1] == {"tokens": [], "entities": []}
+    output = tmp_path / "dev.jsonl"
+    assert main(["predict", "--model", str(trained), "--input", str(workspace.dev), "--output", str(output)]) == 0
+    records = read_jsonl(output)
+    assert len(records) == 16
+    for record in records:  # words in, word offsets out
+        for entity in record["entities"]:
+            assert {"type", "start", "end", "text", "score"} <= entity.keys()
+            assert entity["text"] == " ".join(record["tokens"][entity["start"] : entity["end"]])
+    raw_output = tmp_path / "raw.jsonl"
+    assert main(["predict", "--model", str(trained), "--input", str(text), "--output", str(raw_output)]) == 0
+    raw = read_jsonl(raw_output)
+    assert [r["text"] for r in raw] == text.read_text().splitlines()  # a document per line, blank ones kept
+    assert raw[1] == {"text": "", "entities": []}
+    for record in raw:  # text in, character offsets out
+        for entity in record["entities"]:
+            assert record["text"][entity["start"] : entity["end"]] == entity["word"]
     # Its own output is JSON Lines input: the same sentences come back, and an HTML page on request.
     again, html = tmp_path / "again.jsonl", tmp_path / "again.html"
-    argv = ["predict", "--model", str(trained), "--input", str(tmp_path / "dev.jsonl"), "--output", str(again)]
+    argv = ["predict", "--model", str(trained), "--input", str(output), "--output", str(again)]
     assert main([*argv, "--html", str(html)]) == 0
-    assert [r["tokens"] for r in read_jsonl(again)] == [r["tokens"] for r in read_jsonl(tmp_path / "dev.jsonl")]
+    assert [r["tokens"] for r in read_jsonl(again)] == [r["tokens"] for r in records]
     assert html.read_text().startswith("<!DOCTYPE html>")
-
-
-def test_html_page_marks_entities_at_their_words():
-    entities = [
-        {"type": "ORG", "start": 0, "end": 1, "score": 0.9},
-        {"type": "MISC", "start": 2, "end": 4, "score": 0.5},
-    ]
-    page = html_page([["EU", "rejects", "German", "beef"], []], [entities, []])
-    assert re.search(r"<mark[^>]*>EU<span class=\"label\">ORG</span></mark> rejects <mark", page)
-    assert re.search(r"<mark[^>]*>German beef<span class=\"label\">MISC</span></mark>", page)
 
 
 def test_run_killed_mid_epoch_resumes_to_the_same_adapter(trained, workspace, tmp_path, capsys):

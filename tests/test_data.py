@@ -16,11 +16,14 @@ from lightner.data import (
     FORMATS,
     LABELLED_FORMATS,
     DataFormatError,
+    ReadOptions,
     Sentence,
     Span,
+    data_name,
     detect_format,
     entity_types,
     from_hf_dataset,
+    is_hub_dataset,
     load_sentences,
     read_conll,
     read_jsonl,
@@ -29,6 +32,7 @@ from lightner.data import (
     read_words,
     sample_k_shot,
     spans_from_tags,
+    split_source,
     tags_from_spans,
     to_hf_dataset,
     write_conll,
@@ -460,9 +464,73 @@ def test_from_hf_dataset_errors():
         from_hf_dataset(hf_dataset([[0]], ["O", "PER"]), tags_column="labels")
     with pytest.raises(ValueError, match=r"no column 'ner_tags'"):
         from_hf_dataset(hf_dataset([[0]], ["O", "B-X"]))
-    strings = Dataset.from_dict({"tokens": [["a"]], "ner_tags": [["B-X"]]})
-    with pytest.raises(TypeError, match="must be a sequence of ClassLabel"):
-        from_hf_dataset(strings)
+    ids = Dataset.from_dict({"tokens": [["a"]], "ner_tags": [[1]]})
+    with pytest.raises(TypeError, match="column 'ner_tags' must be a sequence of ClassLabel or of strings"):
+        from_hf_dataset(ids)
+    text = Dataset.from_dict({"tokens": ["a b"], "ner_tags": [["O", "O"]]})
+    with pytest.raises(TypeError, match="column 'tokens' must be a sequence of strings"):
+        from_hf_dataset(text)
+    with pytest.raises(DataFormatError, match=r"dataset row 0: column 'ner_tags': .*--tag-scheme io"):
+        from_hf_dataset(Dataset.from_dict({"tokens": [["a"]], "ner_tags": [["PER"]]}))
+
+
+def test_from_hf_dataset_reads_string_tags_and_the_iob1_and_io_schemes():
+    from datasets import Dataset
+
+    words = ["Mr", "Jon", "Smith", "met", "Ann", "Lee", "in", "New", "York"]
+    iob2 = ["O", "B-PER", "I-PER", "O", "B-PER", "I-PER", "O", "B-LOC", "I-LOC"]
+    iob1 = ["O", "I-PER", "I-PER", "O", "I-PER", "I-PER", "O", "I-LOC", "I-LOC"]
+    expected = [Span(1, 3, "PER"), Span(4, 6, "PER"), Span(7, 9, "LOC")]
+    for tags, scheme in ((iob2, "iob2"), (iob1, "iob1"), (iob2, "auto")):
+        dataset = Dataset.from_dict({"tokens": [words], "ner_tags": [tags]})
+        assert from_hf_dataset(dataset, scheme=scheme)[0].entities == expected
+    # Few-NERD: bare types with dashes, one entity per run of equal tags (adjacent entities of one type merge in IO).
+    io = [
+        "O",
+        "person-actor",
+        "person-actor",
+        "O",
+        "person-other",
+        "person-other",
+        "O",
+        "location-GPE",
+        "location-GPE",
+    ]
+    names = ["O", "person-actor", "person-other", "location-GPE"]
+    few_nerd = hf_dataset([[names.index(tag) for tag in io]], names)
+    (sentence,) = from_hf_dataset(few_nerd, tags_column="labels", scheme="io")
+    assert sentence.entities == [Span(1, 3, "person-actor"), Span(4, 6, "person-other"), Span(7, 9, "location-GPE")]
+    with pytest.raises(DataFormatError, match="--tag-scheme io"):
+        from_hf_dataset(few_nerd, tags_column="labels")
+
+
+def test_datasets_folder_and_hub_id_sources_by_split(tmp_path, monkeypatch):
+    import datasets
+    from datasets import DatasetDict
+
+    train, test = [Sentence(["Ann", "runs"], [(0, 1, "PER")])], [Sentence(["in", "Rome"], [(1, 2, "LOC")])]
+    folder = tmp_path / "saved"
+    DatasetDict({"train": to_hf_dataset(train, types=["PER", "LOC"]), "test": to_hf_dataset(test)}).save_to_disk(
+        str(folder)
+    )
+    assert load_sentences(f"{folder}:train") == train and load_sentences(f"{folder}:test") == test
+    with pytest.raises(
+        ValueError, match=r"holds the splits \['train', 'test'\]; choose one with --split or as .*:SPLIT"
+    ):
+        load_sentences(folder)
+    assert not is_hub_dataset(f"{folder}:train") and data_name(folder) == "saved"
+
+    calls = []
+    monkeypatch.setattr(
+        datasets,
+        "load_dataset",
+        lambda name, config, split: calls.append((name, config, split)) or to_hf_dataset(test),
+    )
+    options = ReadOptions(config_name="supervised")
+    assert load_sentences("DFKI-SLT/few-nerd:test", options) == [Sentence(["in", "Rome"], [(1, 2, "LOC")])]
+    assert calls == [("DFKI-SLT/few-nerd", "supervised", "test")]
+    assert is_hub_dataset("DFKI-SLT/few-nerd:test") and data_name("DFKI-SLT/few-nerd:test") == "DFKI-SLT/few-nerd:test"
+    assert not is_hub_dataset("train.txt") and split_source("a/b:c") == ("a/b", "c")
 
 
 # --------------------------------------------------------------------------------------------------------------------

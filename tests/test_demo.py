@@ -104,3 +104,47 @@ def test_bad_form_and_unknown_paths(served):
     status, page = request(server.url, form, "application/x-www-form-urlencoded")
     assert status == 400 and "no adapter named" in page and '<textarea name="text"' in page
     assert request(server.url + "nothing")[0] == 404
+
+
+def test_lightner_demo_command_serves_the_model_and_its_extra_adapters(tiny_backbone, tmp_path):
+    """`lightner demo` in its own process: it prints its URL, answers over HTTP with both adapters, and stops."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    torch.manual_seed(0)
+    LightNerModel.from_backbone(tiny_backbone, ["PER", "LOC"], prompt_hidden_size=16).save_pretrained(
+        tmp_path / "news"
+    )
+    LightNerModel.from_backbone(tiny_backbone, ["GENE"], prompt_hidden_size=16).save_pretrained(tmp_path / "bio")
+    argv = ["demo", "--model", str(tmp_path / "news"), "--adapter", f"bio={tmp_path / 'bio'}", "--port", "0"]
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lightner", *argv],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("LightNER demo on http://127.0.0.1:") and "default, bio" in line, line
+        url = line.split()[3]
+        reference = LightNerPipeline(model=LightNerModel.from_pretrained(tmp_path / "news"))
+        status, body = request(url + "api/entities", json.dumps({"text": TEXT}).encode())
+        assert status == 200 and json.loads(body)["entities"] == json.loads(json.dumps(reference(TEXT)))
+        status, body = request(url + "api/entities", json.dumps({"text": TEXT, "adapter": "bio"}).encode())
+        assert status == 200 and {e["entity_group"] for e in json.loads(body)["entities"]} <= {"GENE"}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_demo_adapter_option_needs_a_name_and_a_folder(capsys):
+    from lightner.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--model", "x", "--adapter", "just-a-folder"])
+    assert "expected NAME=DIR" in capsys.readouterr().err

@@ -367,6 +367,49 @@ def test_an_adapter_saved_by_the_first_release_loads_bit_identically():
         assert got_scores == pytest.approx([e["score"] for s in predictions for e in s], rel=1e-5, abs=1e-6)
 
 
+def card_metadata(folder: Path) -> dict:
+    from huggingface_hub import ModelCard
+
+    return ModelCard.load(folder / "README.md").data.to_dict()
+
+
+def test_card_scores_are_model_index_results_and_datasets_only_a_hub_id(news, tmp_path):
+    news.config.training_data, news.config.training_dataset_id = "few-shot.txt", None
+    news.config.evaluation, news.config.evaluation_data = {"test f1": 0.5, "test precision": 0.25}, "test.txt"
+    news.save_pretrained(tmp_path / "local")
+    metadata = card_metadata(tmp_path / "local")
+    assert "datasets" not in metadata
+    (index,) = metadata["model-index"]
+    (result,) = index["results"]  # one task on one dataset split, with its metrics
+    assert {m["type"]: m["value"] for m in result["metrics"]} == {"f1": 0.5, "precision": 0.25}
+    assert result["dataset"] == {"type": "test.txt", "name": "test.txt", "split": "test"}
+    assert result["task"]["type"] == "token-classification"
+
+    news.config.training_data = news.config.training_dataset_id = "eriktks/conll2003"
+    news.save_pretrained(tmp_path / "hub")
+    assert card_metadata(tmp_path / "hub")["datasets"] == ["eriktks/conll2003"]
+
+
+def test_card_snippet_names_the_repository_it_was_pushed_to(news, hub_uploads, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    from lightner.hub_lightner import upload_adapter_folder
+
+    cards = []
+    monkeypatch.setattr(
+        HfApi,
+        "upload_folder",
+        lambda self, *, folder_path, **kw: cards.append((Path(folder_path) / "README.md").read_text()),
+    )
+    news.save_pretrained(tmp_path / "saved")
+    assert '"<this repository>"' in (tmp_path / "saved" / "README.md").read_text()
+    news.push_to_hub("someone/lightner-news")
+    upload_adapter_folder(tmp_path / "saved", "someone/lightner-saved")
+    assert 'AutoModel.from_pretrained("someone/lightner-news"' in cards[0]
+    assert 'pipeline("ner", model="someone/lightner-saved"' in cards[1]
+    assert "<this repository>" not in cards[0] + cards[1]
+
+
 def _dtypes(module) -> set:
     return {t.dtype for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()}
 

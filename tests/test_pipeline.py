@@ -466,3 +466,28 @@ def test_render_html_is_self_contained_and_escaped():
 def test_render_html_of_pipeline_output(ner):
     entities = ner(SHORT_TEXT)
     assert render_html(SHORT_TEXT, entities).count("<mark") >= len(entities)
+
+
+def test_predict_and_pipeline_entities_convert_in_one_place_and_score_and_render_alike(model, ner):
+    """`character_entity` turns `predict`'s word-offset entities into the pipeline's; `span_f1` and `render_html`
+    read the type from either field name."""
+    from lightner.metrics import span_f1
+    from lightner.text_utils import character_entity, join_words
+
+    words = ["Angela", "Merkel", "visited", "Paris", "."]
+    text, spans = join_words(words)
+    predicted = [{"type": "PER", "start": 0, "end": 2, "text": "Angela Merkel", "score": 0.5}]
+    (converted,) = [character_entity(entity, text, spans) for entity in predicted]
+    assert converted == {"entity_group": "PER", "score": 0.5, "word": "Angela Merkel", "start": 0, "end": 13}
+    by_words, by_characters = span_f1([predicted], [predicted]), span_f1([[converted]], [[converted]])
+    assert by_words["f1"] == by_characters["f1"] == 1.0
+    assert span_f1([[converted]], [[{**converted, "entity_group": "LOC"}]])["f1"] == 0.0
+    assert render_html(text, [converted]) == render_html(text, [{**converted, "type": "PER"}])
+    assert (
+        render_html(text, [{k: v for k, v in converted.items() if k != "entity_group"} | {"type": "PER"}]).count(
+            '<span class="label">PER</span>'
+        )
+        == 2
+    )  # legend and text
+    expected = [character_entity(entity, text, spans) for entity in model.predict([words])[0]]
+    assert expected and ner(text) == sorted(expected, key=lambda e: (e["start"], e["end"], e["entity_group"]))

@@ -54,9 +54,11 @@ SpanLike = Sequence[Any] | Mapping[str, Any]
 
 
 def _as_span(span: SpanLike) -> tuple[int, int, str]:
-    """`(start, end, type)` of a tuple or a `{"start", "end", "type"}` mapping, with offsets as plain ints."""
+    """`(start, end, type)` of a tuple or a mapping with `start`, `end` and `type` (`predict`'s entities) or
+    `entity_group` (the pipeline's; this file imports nothing, so it restates `text_utils.ENTITY_TYPE_KEYS`), with
+    offsets as plain ints."""
     if isinstance(span, Mapping):
-        span = (span["start"], span["end"], span["type"])
+        span = (span["start"], span["end"], span["entity_group"] if "entity_group" in span else span["type"])
     start, end, entity_type = span
     return operator.index(start), operator.index(end), entity_type
 

@@ -1,0 +1,229 @@
+"""`lightner predict` over a corpus: formats in and out, windows for long lines, bad lines, resuming, processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT
+from lightner.cli import main
+from lightner.data import DataFormatError, read_conll
+from lightner.modeling_lightner import LightNerModel
+from lightner.pipeline_lightner import LightNerPipeline
+from lightner.predict import OUTPUT_FORMATS, PredictionRun, Progress, detect_input_format, run_prediction
+
+TYPES = ["PER", "LOC", "ORG"]
+LINES = [
+    "Angela Merkel visited Paris on Monday.",
+    "",
+    "The talks in Brussels covered trade, said J. Smith of Acme Corp.",
+    "nothing to see here",
+]
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_backbone, tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = LightNerModel.from_backbone(tiny_backbone, TYPES, prompt_hidden_size=16)
+    folder = tmp_path_factory.mktemp("predict-adapter")
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ner(adapter) -> LightNerPipeline:
+    return LightNerPipeline(model=LightNerModel.from_pretrained(adapter))
+
+
+def corpus(tmp_path: Path, lines: list[str], name: str = "corpus.txt") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def predict(tmp_path: Path, ner, source: Path, **options) -> Path:
+    output = options.pop("output", tmp_path / "out")
+    run_prediction(PredictionRun(str(source), output, show_progress=False, **options), ner)
+    return output
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_text_in_character_offsets_out_one_line_per_document(tmp_path, ner):
+    lines = LINES * 3
+    output = predict(tmp_path, ner, corpus(tmp_path, lines), batch_size=2)
+    written = records(output)
+    assert [r["text"] for r in written] == lines
+    assert sum(len(r["entities"]) for r in written) > 0
+    for record in written:
+        for entity in record["entities"]:
+            assert record["text"][entity["start"] : entity["end"]] == entity["word"]
+    # What the pipeline gives, batch by batch (padding moves scores in the last digits).
+    assert [r["entities"] for r in written] == ner(lines[:2]) + ner(lines[2:4]) + ner(lines[4:6]) + ner(
+        lines[6:8]
+    ) + ner(lines[8:10]) + ner(lines[10:])
+    assert not Progress.path(output).exists()  # a finished run leaves no progress file
+
+
+def test_a_line_longer_than_the_backbone_goes_through_windows(tmp_path, ner):
+    long_line = " ".join(["Angela Merkel visited Paris ."] * 200)  # 1000 words; the tiny backbone reads 128 pieces
+    (record,) = records(predict(tmp_path, ner, corpus(tmp_path, [long_line])))
+    assert record["text"] == long_line
+    assert all(long_line[e["start"] : e["end"]] == e["word"] for e in record["entities"])
+    assert max(e["end"] for e in record["entities"]) > len(long_line) // 2  # windows past the first were read
+
+
+def test_jsonl_fields_pass_through_and_min_score_filters(tmp_path, ner):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": text}) + "\n" for i, text in enumerate(LINES)))
+    everything = records(predict(tmp_path, ner, source, output=tmp_path / "all.jsonl"))
+    assert [(r["id"], r["text"]) for r in everything] == list(enumerate(LINES))
+    scores = sorted(e["score"] for r in everything for e in r["entities"])
+    cut = scores[len(scores) // 2]
+    kept = records(predict(tmp_path, ner, source, output=tmp_path / "kept.jsonl", min_score=cut))
+    expected = [[e for e in r["entities"] if e["score"] >= cut] for r in everything]
+    assert [r["entities"] for r in kept] == expected and 0 < sum(map(len, expected)) < len(scores)
+
+
+def test_jsonl_line_without_text_is_named_and_skip_bad_lines_continues(tmp_path, ner, caplog):
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"text": "Angela Merkel"}\n{"id": 2}\n[1]\n{"text": 5}\n{"text": "Paris"}\n')
+    with pytest.raises(DataFormatError, match=r"bad.jsonl:2: no 'text' field .*--skip-bad-lines"):
+        predict(tmp_path, ner, source)
+    written = records(predict(tmp_path, ner, source, skip_bad_lines=True))
+    assert [r["text"] for r in written] == ["Angela Merkel", "Paris"]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any("bad.jsonl:3: expected a JSON object, got list" in w for w in warnings)
+    assert any("bad.jsonl:4: field 'text' is int" in w for w in warnings)
+
+
+def test_conll_words_in_bio_out(tmp_path, ner, tiny_backbone):
+    source = tmp_path / "in.conll"
+    source.write_text("-DOCSTART- O\n\nAngela B-PER\nMerkel I-PER\nvisited O\nParis B-LOC\n\nHi O\n")
+    assert detect_input_format(source) == "conll"
+    output = predict(tmp_path, ner, source, output_format="conll", output=tmp_path / "out.conll")
+    tagged = read_conll(output)
+    assert [s.words for s in tagged] == [["Angela", "Merkel", "visited", "Paris"], ["Hi"]]
+    words = records(predict(tmp_path, ner, source, output=tmp_path / "words.jsonl"))
+    expected = []
+    for record in words:  # BIO cannot hold overlaps: the best-scoring entity of an overlap is kept
+        kept = []
+        for e in sorted(record["entities"], key=lambda e: -e["score"]):
+            if all(e["end"] <= start or end <= e["start"] for start, end, _ in kept):
+                kept.append((e["start"], e["end"], e["type"]))
+        expected.append(set(kept))
+    assert [{tuple(span) for span in s.entities} for s in tagged] == expected and expected[0]
+
+
+def test_spacy_output_is_displacy_manual_input(tmp_path, ner):
+    written = records(predict(tmp_path, ner, corpus(tmp_path, LINES), output_format="spacy"))
+    assert [r["text"] for r in written] == LINES
+    for record in written:
+        assert all(set(ent) == {"start", "end", "label"} for ent in record["ents"])
+    displacy = pytest.importorskip("spacy.displacy")
+    html = displacy.render(written, style="ent", manual=True, page=True)
+    assert all(record["text"][ent["start"] : ent["end"]] in html for record in written for ent in record["ents"])
+
+
+def test_interrupted_run_resumed_writes_each_document_once(tmp_path, ner, monkeypatch):
+    """Killed in the middle of a chunk, after part of it reached the file: resuming drops that part and goes on."""
+    lines = [f"{text} ({i})" for i in range(12) for text in LINES[:1]]
+    source = corpus(tmp_path, lines)
+    complete = predict(tmp_path, ner, source, batch_size=1, output=tmp_path / "complete.jsonl").read_bytes()
+
+    real_write, written = OUTPUT_FORMATS["jsonl"].write, []
+
+    def dying_write(document, entities):
+        if len(written) == 6:  # chunks are 4 documents: the second chunk is half written
+            raise KeyboardInterrupt
+        written.append(document.line)
+        return real_write(document, entities)
+
+    monkeypatch.setitem(OUTPUT_FORMATS, "jsonl", OUTPUT_FORMATS["jsonl"].__class__("jsonl", "", dying_write))
+    output = tmp_path / "resumed.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        predict(tmp_path, ner, source, batch_size=1, output=output)
+    first_chunk = b"".join(complete.splitlines(keepends=True)[:4])
+    assert len(records(output)) == 6 and Progress.read(output) == Progress(4, len(first_chunk))
+    monkeypatch.setitem(OUTPUT_FORMATS, "jsonl", OUTPUT_FORMATS["jsonl"].__class__("jsonl", "", real_write))
+    predict(tmp_path, ner, source, batch_size=1, output=output, resume=True)
+    assert output.read_bytes() == complete
+
+
+def test_resume_without_an_interrupted_run_says_so(tmp_path, ner):
+    with pytest.raises(FileNotFoundError, match=r"out.progress does not exist"):
+        predict(tmp_path, ner, corpus(tmp_path, LINES), resume=True)
+
+
+def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=REPO_ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
+
+
+def test_killed_process_resumed_writes_each_input_exactly_once(tmp_path, adapter):
+    lines = [f"Angela Merkel met Jacques Chirac in Paris, line {i}." for i in range(400)]
+    source = corpus(tmp_path, lines)
+    output = tmp_path / "killed.jsonl"
+    argv = ["lightner", "predict", "--model", str(adapter), "--input", str(source), "--output", str(output)]
+    process = run_cli([*argv, "--batch-size", "2"])
+    progress = Progress.path(output)
+    while process.poll() is None and not (progress.exists() and Progress.read(output).documents >= 16):
+        pass
+    process.kill()
+    process.wait()
+    assert process.returncode == -9, "the run finished before it could be killed"
+    done = Progress.read(output).documents
+    assert 16 <= done < len(lines)
+    completed = run_cli([*argv, "--batch-size", "2", "--resume"])
+    assert completed.wait(timeout=600) == 0, completed.stderr.read().decode()[-2000:]
+    assert [r["text"] for r in records(output)] == lines
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_write_the_output_of_one(tmp_path, adapter):
+    lines = [line or "empty" for line in LINES] * 10 + [" ".join(["Angela Merkel visited Paris ."] * 60)]
+    source = corpus(tmp_path, lines)
+    argv = ["lightner", "predict", "--model", str(adapter), "--input", str(source), "--batch-size", "3"]
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    single = run_cli([*argv, "--output", str(one)])
+    assert single.wait(timeout=300) == 0, single.stderr.read().decode()[-2000:]
+    launch = [
+        "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+    ]  # fmt: skip
+    double = run_cli([*launch, "-m", *argv, "--output", str(two)])
+    assert double.wait(timeout=300) == 0, double.stderr.read().decode()[-3000:]
+    assert two.read_bytes() == one.read_bytes() and len(records(one)) == len(lines)
+
+
+def test_cli_predict_rejects_bad_options(adapter, tmp_path, capsys):
+    source = corpus(tmp_path, LINES)
+    argv = ["predict", "--model", str(adapter), "--input", str(source), "--output", str(tmp_path / "o.jsonl")]
+    with pytest.raises(SystemExit):
+        main([*argv, "--device", "tpu9"])
+    assert "tpu9" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--min-score", "2"])
+    assert "--min-score must be between 0 and 1" in capsys.readouterr().err
+    assert main([*argv, "--output-format", "spacy"]) == 0
