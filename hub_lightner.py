@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, BartConfig, BartModel
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import cached_file, logging
 
-from .configuration_lightner import LightNerConfig
+from .configuration_lightner import ENTITY_SHAPES, LightNerConfig
 
 logger = logging.get_logger(__name__)
 
@@ -256,6 +256,8 @@ adapter holds only these tensors; the backbone is loaded from its own repository
 ## Training data
 
 {config.training_data or "Not recorded."}
+
+Entity shapes: `{config.entity_shapes}`, {ENTITY_SHAPES[config.entity_shapes]} (what decoding writes).
 
 ## Evaluation
 

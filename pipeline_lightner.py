@@ -4,7 +4,10 @@ LightNER reads words and points at them, so the pipeline splits raw text into wo
 split (`text_utils.split_words`), keeping each word's character offsets; packs the words into windows that fit the
 backbone's positions (whole sentences where possible); runs `model.predict` on all windows of all texts at once; and
 maps every entity's words back to the exact characters of the original text. The output is the token-classification
-pipeline's with aggregation: `entity_group`, `score`, `word`, `start`, `end`, with `text[start:end] == word`.
+pipeline's with aggregation: `entity_group`, `score`, `word`, `start`, `end`, with `text[start:end] == word`. A
+discontinuous entity (an adapter with `entity_shapes="discontinuous"`) keeps those keys, `start`/`end` covering the
+whole mention and `word` its fragments' texts joined by `FRAGMENT_SEPARATOR` (a space, as BRAT writes them), and adds
+`fragments`: `[{"start", "end", "word"}, ...]` with `text[start:end] == word` for each.
 
 A saved adapter carries this file and `custom_pipelines` in its config, so that
 `pipeline("ner", model=<adapter>, trust_remote_code=True)` builds this pipeline
@@ -21,6 +24,7 @@ from typing import Any
 from transformers import Pipeline
 
 from .text_utils import Window, join_words, plan_windows, sentence_starts, split_long_spans, split_words
+from .tokenization_utils import FRAGMENT_SEPARATOR
 
 DEFAULT_BATCH_SIZE = 32
 # Token-classification callers pass an aggregation strategy; LightNER writes whole entities, which is what every
@@ -181,19 +185,28 @@ class LightNerPipeline(Pipeline):
             for entity in predicted:
                 if entity["score"] < threshold or entity["type"] in ignore_labels:
                     continue
-                first, last = window.start + entity["start"], window.start + entity["end"] - 1
-                if window.own_start <= first < window.own_end:
-                    start, end = document.spans[first][0], document.spans[last][1]
-                    entities.append(
-                        {
-                            "entity_group": entity["type"],
-                            "score": entity["score"],
-                            "word": document.text[start:end],
-                            "start": start,
-                            "end": end,
-                        }
-                    )
+                if window.own_start <= window.start + entity["start"] < window.own_end:
+                    entities.append(_text_entity(document, window, entity))
         return sorted(entities, key=lambda e: (e["start"], e["end"], e["entity_group"]))
+
+
+def _text_entity(document: Document, window: Window, entity: dict[str, Any]) -> dict[str, Any]:
+    """`predict`'s entity (word offsets in `window`) in character offsets of the document's text."""
+    fragments = []
+    for first, end in entity.get("fragments") or [(entity["start"], entity["end"])]:
+        start, stop = document.spans[window.start + first][0], document.spans[window.start + end - 1][1]
+        fragments.append({"start": start, "end": stop, "word": document.text[start:stop]})
+    start, end = fragments[0]["start"], fragments[-1]["end"]
+    result = {
+        "entity_group": entity["type"],
+        "score": entity["score"],
+        "word": FRAGMENT_SEPARATOR.join(fragment["word"] for fragment in fragments),
+        "start": start,
+        "end": end,
+    }
+    if len(fragments) > 1:
+        result["fragments"] = fragments
+    return result
 
 
 def _check_aggregation_strategy(strategy: str | None) -> None:

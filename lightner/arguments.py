@@ -16,6 +16,8 @@ from typing import Any
 
 TRAINING_ARGS_NAME = "training_args.json"
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
+# `configuration_lightner.ENTITY_SHAPES`, spelled out here so that building the command line imports no torch.
+ENTITY_SHAPE_CHOICES = ("flat", "nested", "discontinuous")
 # What concerns one invocation rather than the run itself: a replay must not resume, overwrite or stop early.
 INVOCATION_ONLY = ("resume", "overwrite", "stop_after_steps")
 
@@ -75,6 +77,24 @@ class LightNerTrainingArguments:
             DATA,
             "--types",
             metavar="TYPE",
+        ),
+    )
+    skip_misaligned: bool = field(
+        default=False,
+        metadata=option(
+            "BRAT data: leave out (and count) annotations whose offsets do not fall on word boundaries, rather than "
+            "stop at the first",
+            DATA,
+        ),
+    )
+    entity_shapes: str | None = field(
+        default=None,
+        metadata=option(
+            "what the adapter decodes: flat (contiguous entities sharing no word), nested (contiguous, possibly "
+            "nested or overlapping) or discontinuous (entities of several fragments too); default: discontinuous if "
+            "the training data has a discontinuous entity, else nested",
+            MODEL,
+            choices=ENTITY_SHAPE_CHOICES,
         ),
     )
     label_words: dict[str, str] | None = field(
@@ -187,6 +207,8 @@ class LightNerTrainingArguments:
             problems.append(f"dropout must be at least 0 and below 1, got {self.dropout}")
         if not self.learning_rate > 0:
             problems.append(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.entity_shapes not in (None, *ENTITY_SHAPE_CHOICES):
+            problems.append(f"entity_shapes must be flat, nested or discontinuous, got {self.entity_shapes!r}")
         if self.mixed_precision not in MIXED_PRECISION_CHOICES:
             problems.append(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
         return problems

@@ -2,7 +2,8 @@
 
 The page has inline CSS and no script or external resource, so it can be mailed or opened offline. Text is escaped
 and keeps its line breaks and tabs. Nested entities are drawn inside one another; an entity that crosses another
-(which HTML cannot nest) is listed under its text instead of being dropped.
+(which HTML cannot nest) is listed under its text instead of being dropped. The fragments of a discontinuous entity
+are drawn as one: each is outlined, carries the entity's number and, on hover, the whole mention.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ mark { padding: 0.2em 0.35em; margin: 0 0.15em; border-radius: 0.35em; line-heig
 mark .label { font-size: 0.6em; font-weight: bold; text-transform: uppercase; vertical-align: middle;
               margin-left: 0.4em; }
 .crossing { font-size: 0.85em; color: #555; }
+mark.fragment { outline: 1px dashed #555; }
+mark .link { font-size: 0.6em; font-weight: bold; vertical-align: super; margin-left: 0.2em; }
 .legend mark { display: inline-block; margin-bottom: 0.4em; }
 """
 
@@ -43,9 +46,10 @@ def render_html(
     entities: Sequence[Mapping] | Sequence[Sequence[Mapping]],
     title: str = "LightNER entities",
 ) -> str:
-    """An HTML page showing `entities` (the pipeline's dicts: `entity_group`, `start`, `end`, `score`) in `text`.
+    """An HTML page showing `entities` (the pipeline's dicts: `entity_group`, `start`, `end`, `score`, and `fragments`
+    for a discontinuous entity) in `text`.
 
-    `text` is one text and `entities` its entities, or `text` is a list of texts and `entities` one list per text.
+        `text` is one text and `entities` its entities, or `text` is a list of texts and `entities` one list per text.
     """
     return html_page(title, render_entities(text, entities))
 
@@ -71,14 +75,60 @@ def html_page(title: str, body: str, extra_style: str = "") -> str:
     )
 
 
+def render_word_entities(sentences: Sequence[Sequence[str]], predictions: Sequence[Sequence[Mapping]]) -> str:
+    """`render_html`'s page for word lists and `model.predict`'s entities (word offsets, `fragments` for a
+    discontinuous one): each sentence is its words joined by spaces, entities moved to character offsets."""
+    from lightner.text_utils import join_words
+
+    texts, groups = [], []
+    for words, entities in zip(sentences, predictions):
+        text, spans = join_words(words)
+        texts.append(text)
+        groups.append([_characters(entity, spans) for entity in entities])
+    return render_html(texts, groups)
+
+
+def _characters(entity: Mapping, spans: Sequence[tuple[int, int]]) -> dict:
+    fragments = [
+        {"start": spans[start][0], "end": spans[end - 1][1]}
+        for start, end in entity.get("fragments") or [(entity["start"], entity["end"])]
+    ]
+    result = {
+        "entity_group": entity["type"],
+        "start": fragments[0]["start"],
+        "end": fragments[-1]["end"],
+        "score": entity["score"],
+    }
+    if len(fragments) > 1:
+        result["fragments"] = fragments
+    return result
+
+
+def _parts(text: str, entities: Sequence[Mapping]) -> list[dict]:
+    """Each entity as the spans to draw: itself, or one span per fragment of a discontinuous entity, which carry the
+    entity's number among the text's discontinuous entities (`link`) and its whole mention (`mention`)."""
+    parts, linked = [], 0
+    for entity in entities:
+        fragments = entity.get("fragments") or []
+        if len(fragments) < 2:
+            parts.append(dict(entity))
+            continue
+        linked += 1
+        mention = " … ".join(text[f["start"] : f["end"]] for f in fragments)
+        parts.extend(
+            {**entity, "start": f["start"], "end": f["end"], "link": linked, "mention": mention} for f in fragments
+        )
+    return parts
+
+
 def _render_text(text: str, entities: Sequence[Mapping], colors: Mapping[str, str]) -> str:
-    inline, crossing = _nestable(entities)
+    inline, crossing = _nestable(_parts(text, entities))
     html = f'<div class="text" dir="auto">{_inline(text, inline, colors)}</div>'
     if crossing:
         items = ", ".join(
-            _open_mark(e["entity_group"], colors, e.get("score"))
+            _open_mark(e["entity_group"], colors, e.get("score"), e)
             + escape(text[e["start"] : e["end"]])
-            + _close_mark(e["entity_group"])
+            + _close_mark(e["entity_group"], e)
             + f" ({e['start']}-{e['end']})"
             for e in crossing
         )
@@ -108,13 +158,14 @@ def _inline(text: str, entities: Sequence[Mapping], colors: Mapping[str, str]) -
         nonlocal cursor
         while open_entities and open_entities[-1]["end"] <= position:
             entity = open_entities.pop()
-            parts.append(escape(text[cursor : entity["end"]]) + _close_mark(entity["entity_group"]))
+            parts.append(escape(text[cursor : entity["end"]]) + _close_mark(entity["entity_group"], entity))
             cursor = entity["end"]
 
     for entity in entities:
         close_until(entity["start"])
         parts.append(
-            escape(text[cursor : entity["start"]]) + _open_mark(entity["entity_group"], colors, entity.get("score"))
+            escape(text[cursor : entity["start"]])
+            + _open_mark(entity["entity_group"], colors, entity.get("score"), entity)
         )
         cursor = entity["start"]
         open_entities.append(entity)
@@ -123,13 +174,22 @@ def _inline(text: str, entities: Sequence[Mapping], colors: Mapping[str, str]) -
     return "".join(parts)
 
 
-def _open_mark(entity_type: str, colors: Mapping[str, str], score: float | None) -> str:
-    tooltip = escape(entity_type if score is None else f"{entity_type} {score:.2f}")
-    return f'<mark class="entity" style="background: {colors[entity_type]}" title="{tooltip}">'
+def _open_mark(entity_type: str, colors: Mapping[str, str], score: float | None, part: Mapping | None = None) -> str:
+    """A mark's opening tag; a fragment of a discontinuous entity (`part` with `link`) is outlined, carries the
+    entity's number and names the whole mention in its tooltip."""
+    tooltip = entity_type if score is None else f"{entity_type} {score:.2f}"
+    if part is not None and "link" in part:
+        tooltip += f": {part['mention']}"
+        return (
+            f'<mark class="entity fragment" data-entity="{part["link"]}" style="background: {colors[entity_type]}" '
+            f'title="{escape(tooltip)}">'
+        )
+    return f'<mark class="entity" style="background: {colors[entity_type]}" title="{escape(tooltip)}">'
 
 
-def _close_mark(entity_type: str) -> str:
-    return f'<span class="label">{escape(entity_type)}</span></mark>'
+def _close_mark(entity_type: str, part: Mapping | None = None) -> str:
+    link = f'<span class="link">{part["link"]}</span>' if part is not None and "link" in part else ""
+    return f'<span class="label">{escape(entity_type)}</span>{link}</mark>'
 
 
-__all__ = ["render_html", "render_entities", "html_page", "PALETTE"]
+__all__ = ["render_html", "render_entities", "render_word_entities", "html_page", "PALETTE"]
