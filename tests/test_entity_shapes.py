@@ -414,3 +414,138 @@ def test_a_frozen_backbone_learns_discontinuous_and_nested_mentions_to_f1_one(tm
     assert all(not p.requires_grad for p in model.backbone.parameters())
     assert result["f1"] == 1.0, f"span F1 {result['f1']:.3f} after {step + 1} steps (loss {loss.item():.4f})"
     assert result["per_shape"]["discontinuous"]["correct"] == 4 and result["per_shape"]["nested"]["correct"] > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Metric
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_discontinuous_entity_is_correct_only_with_all_its_fragments():
+    gold = [
+        [make_span([(2, 3), (5, 6)], "ADR"), make_span([(4, 6)], "ADR"), make_span([(2, 3)], "BODY")],
+        [make_span([(1, 2), (3, 4)], "ADR")],
+    ]
+    pred = [
+        [
+            {"type": "ADR", "start": 2, "end": 8, "fragments": [[2, 3], [5, 6], [7, 8]]},  # one fragment too many
+            (4, 6, "ADR"),
+            {"type": "BODY", "start": 2, "end": 3},
+        ],
+        [(3, 4, "ADR")],  # the head word alone: a fragment missing
+    ]
+    result = span_f1(gold, pred)
+    # 2 of 4 predictions are right, 2 of 4 gold entities found.
+    assert (result["num_gold"], result["num_pred"], result["num_correct"]) == (4, 4, 2)
+    assert result["precision"] == result["recall"] == result["f1"] == 0.5
+    assert result["per_shape"] == {
+        # Gold: both ADRs with gaps are discontinuous, and what shares a word with one is nested; predictions the same,
+        # except the lone "pain" of sentence 2, which is flat.
+        "flat": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "predicted": 1, "correct": 0},
+        "nested": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2, "predicted": 2, "correct": 2},
+        "discontinuous": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2, "predicted": 1, "correct": 0},
+    }
+    assert span_f1(gold, [gold[0], [make_span([(1, 2), (3, 4)], "ADR")]])["f1"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pipeline and HTML
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_pipeline_gives_discontinuous_entities_character_fragments(shaped_models):
+    from lightner.pipeline_lightner import LightNerPipeline
+
+    texts = ["I had muscle and joint pain after Lipitor.", "Knee and hip pain, then a rash on my left arm."]
+    for shapes, model in shaped_models.items():
+        results = LightNerPipeline(model=model)(texts)
+        fragmented = 0
+        for text, entities in zip(texts, results):
+            for entity in entities:
+                if "fragments" not in entity:
+                    assert text[entity["start"] : entity["end"]] == entity["word"]
+                    continue
+                fragmented += 1
+                fragments = entity["fragments"]
+                assert len(fragments) > 1 and all(set(f) == {"start", "end", "word"} for f in fragments)
+                assert all(text[f["start"] : f["end"]] == f["word"] for f in fragments)
+                assert (entity["start"], entity["end"]) == (fragments[0]["start"], fragments[-1]["end"])
+                assert all(a["end"] < b["start"] for a, b in zip(fragments, fragments[1:]))
+                assert entity["word"] == " ".join(f["word"] for f in fragments)
+        assert (fragmented > 0) == (shapes == "discontinuous"), shapes
+
+
+def test_html_draws_the_fragments_of_one_entity_as_one():
+    from lightner.render import render_html, render_word_entities
+
+    text = "I had muscle and joint pain"
+    entities = [
+        {
+            "entity_group": "ADR", "start": 6, "end": 27, "score": 0.9, "word": "muscle pain",
+            "fragments": [{"start": 6, "end": 12, "word": "muscle"}, {"start": 23, "end": 27, "word": "pain"}],
+        },
+        {"entity_group": "ADR", "start": 17, "end": 27, "score": 0.8, "word": "joint pain"},
+    ]  # fmt: skip
+    page = render_html(text, entities)
+    fragment_mark = '<mark class="entity fragment" data-entity="1" style="background: #7aecec" title="ADR 0.90: muscle'
+    assert page.count(fragment_mark) == 2  # "muscle" and "pain", one entity
+    assert '>muscle<span class="label">ADR</span><span class="link">1</span></mark>' in page
+    assert page.count('<mark class="entity" ') == 1 + 1  # the legend and "joint pain"
+    words = text.split()
+    predicted = [[{"type": "ADR", "start": 2, "end": 6, "score": 0.9, "fragments": [[2, 3], [5, 6]]}]]
+    assert render_word_entities([words], predicted).count('data-entity="1"') == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_training_shapes_follow_the_data_and_a_narrower_choice_is_refused():
+    from lightner.train import resolve_entity_shapes
+
+    flat = Sentence(["a", "b"], [(0, 1, "X")])
+    nested = Sentence(["a", "b"], [(0, 2, "X"), (0, 1, "Y")], line=7, source="nested.jsonl")
+    gapped = Sentence(["a", "b", "c"], [(0, 3, "X", ((0, 1), (2, 3)))], line=9)
+    assert resolve_entity_shapes(None, [flat]) == "nested"  # the default: today's decoding for contiguous data
+    assert resolve_entity_shapes(None, [flat, nested, gapped]) == "discontinuous"
+    assert resolve_entity_shapes("flat", [flat]) == "flat"
+    with pytest.raises(DataFormatError, match=r"nested\.jsonl:7: --entity-shapes flat: this sentence has nested"):
+        resolve_entity_shapes("flat", [flat, nested])
+    with pytest.raises(DataFormatError, match="train.jsonl:9: --entity-shapes nested: .* discontinuous entities"):
+        resolve_entity_shapes("nested", [flat, gapped], "train.jsonl")
+
+
+def test_an_entity_type_outside_the_label_set_names_file_line_and_entity(tokenizer, tmp_path):
+    from lightner.train import encode_examples
+
+    sentences = [
+        Sentence(["I"], line=1, source="doc.txt"),
+        Sentence(["My", "legs", "were", "weak"], [(1, 4, "ADR", ((1, 2), (3, 4)))], line=2, source="doc.txt"),
+    ]
+    with pytest.raises(
+        DataFormatError,
+        match=r"doc\.txt:2: sentence 2 has an entity at \[\[1, 2\], \[3, 4\]\] of type 'ADR', which is not among",
+    ):
+        encode_examples(tokenizer, sentences, ["BODY"], 128, "corpus")
+
+
+def test_lightner_train_takes_a_brat_folder_and_records_its_shapes(tiny_backbone, tmp_path, capsys):
+    from lightner.cli import main
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("I had muscle and joint pain after Lipitor .\nMy legs were weak .\n")
+    (corpus / "a.ann").write_text(
+        "T1\tADR 6 12;23 27\tmuscle pain\nT2\tADR 17 27\tjoint pain\nT3\tDRUG 34 41\tLipitor\n"
+        "T4\tADR 47 51;57 61\tlegs weak\nT5\tADR 48 51\tegs\n"
+    )
+    output = tmp_path / "run"
+    arguments = ["train", "--backbone", str(tiny_backbone), "--train", str(corpus), "--output", str(output)]
+    arguments += ["--epochs", "1", "--batch-size", "2", "--prompt-hidden-size", "16"]
+    assert main(arguments) == 1
+    assert "a.ann:5: entity T5 (ADR 48 51): 'egs' does not start and end on word boundaries" in capsys.readouterr().err
+    assert main([*arguments, "--skip-misaligned"]) == 0
+    config = LightNerConfig.from_pretrained(output)
+    assert config.entity_shapes == "discontinuous" and config.entity_types == ["ADR", "DRUG"]
+    assert "Entity shapes: `discontinuous`" in (output / "README.md").read_text()

@@ -29,8 +29,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list` of `list` of `dict`): for each sentence, the predicted entities as
         `{"start": int, "end": int, "type": str}`, with word offsets and an exclusive end; a discontinuous entity
-        adds `"fragments": [[start, end], ...]` (its word spans; `start`/`end` cover them). Under `evaluate`, where
-        features cannot leave a key out, every entity then carries `fragments` (a contiguous one `[[start, end]]`).
+        adds `"fragments": [[start, end], ...]` (its word spans; `start`/`end` cover them).
     references (`list` of `list` of `dict`): the gold entities of the same sentences, in the same form.
 Returns:
     `precision`, `recall`, `f1` (micro), `micro` and `macro` (each a dict of the three), `per_type` (for each type:
@@ -176,10 +175,22 @@ if "evaluate" in sys.modules:
     import datasets
     import evaluate
 
-    _SPAN = {"start": datasets.Value("int32"), "end": datasets.Value("int32"), "type": datasets.Value("string")}
-    # `datasets` features cannot leave a key out, so entities carry `fragments` everywhere or nowhere: with
-    # discontinuous entities, a contiguous one gives its one fragment, `[[start, end]]`.
-    _FRAGMENTED = {**_SPAN, "fragments": datasets.List(datasets.List(datasets.Value("int32")))}
+    # `datasets` features cannot leave a key out, so every entity gets `fragments` on its way in (a contiguous one
+    # `[[start, end]]`, which scores as the same entity): callers may leave it out, as before fragments existed.
+    _SPANS = datasets.List(
+        {
+            "start": datasets.Value("int32"),
+            "end": datasets.Value("int32"),
+            "type": datasets.Value("string"),
+            "fragments": datasets.List(datasets.List(datasets.Value("int32"))),
+        }
+    )
+
+    def _with_fragments(sentence):
+        return [
+            {**entity, "fragments": entity.get("fragments") or [[entity["start"], entity["end"]]]}
+            for entity in sentence
+        ]
 
     @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
     class SpanF1(evaluate.Metric):
@@ -188,11 +199,20 @@ if "evaluate" in sys.modules:
                 description=_DESCRIPTION,
                 citation=_CITATION,
                 inputs_description=_KWARGS_DESCRIPTION,
-                features=[
-                    datasets.Features({"predictions": datasets.List(spans), "references": datasets.List(spans)})
-                    for spans in (_SPAN, _FRAGMENTED)
-                ],
+                features=datasets.Features({"predictions": _SPANS, "references": _SPANS}),
             )
+
+        def add_batch(self, *, predictions=None, references=None, **kwargs):
+            """`evaluate.Metric.add_batch`, each entity given its `fragments` if it has none."""
+            predictions = None if predictions is None else [_with_fragments(sentence) for sentence in predictions]
+            references = None if references is None else [_with_fragments(sentence) for sentence in references]
+            return super().add_batch(predictions=predictions, references=references, **kwargs)
+
+        def add(self, *, prediction=None, reference=None, **kwargs):
+            """`evaluate.Metric.add`, each entity given its `fragments` if it has none."""
+            prediction = None if prediction is None else _with_fragments(prediction)
+            reference = None if reference is None else _with_fragments(reference)
+            return super().add(prediction=prediction, reference=reference, **kwargs)
 
         def _compute(self, predictions, references):
             return span_f1(references, predictions)
