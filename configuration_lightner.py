@@ -27,6 +27,16 @@ from transformers import PretrainedConfig  # noqa: E402
 # teach `LightNerAdapter.load_adapter_state_dict` to read the older layouts.
 ADAPTER_FORMAT_VERSION = 1
 
+# What constrained decoding lets an adapter write (`LightNerConfig.entity_shapes`), each with what it means. "nested"
+# is what LightNER always wrote, hence the default.
+ENTITY_SHAPES = {
+    "flat": "contiguous entities that never share a word",
+    "nested": "contiguous entities, which may nest or overlap",
+    "discontinuous": "entities of one or more fragments (word spans with words between them), which may nest, "
+    "overlap and share words",
+}
+DEFAULT_ENTITY_SHAPES = "nested"
+
 # The reference implementation's label words for the CoNLL-2003 tags.
 _CONLL_LABEL_WORDS = {"loc": "location", "per": "person", "org": "organization", "misc": "others"}
 
@@ -122,6 +132,10 @@ class LightNerConfig(PretrainedConfig):
         beam_width (`int`): Default number of beams for generation; 1 is greedy. (Not `num_beams`, which transformers
             reserves for `GenerationConfig`.)
         constrained_decoding (`bool`): Mask ill-formed continuations so that every output parses.
+        entity_shapes (`str`): What decoding may write: "flat" (contiguous entities sharing no word), "nested"
+            (contiguous entities that may nest or overlap; the default, as before this setting existed) or
+            "discontinuous" (entities of several fragments too). Constrained decoding enforces it; the model card
+            states it.
         encoder_layers, decoder_layers, encoder_attention_heads, decoder_attention_heads, d_model, vocab_size:
             The backbone's shape, filled in from the backbone when a model is created.
         backbone_revision (`str`, *optional*): The backbone's Hub revision (commit) the adapter was trained on, when
@@ -152,6 +166,7 @@ class LightNerConfig(PretrainedConfig):
         max_length_b: int = 10,
         beam_width: int = 1,
         constrained_decoding: bool = True,
+        entity_shapes: str = DEFAULT_ENTITY_SHAPES,
         encoder_layers: int | None = None,
         decoder_layers: int | None = None,
         encoder_attention_heads: int | None = None,
@@ -178,6 +193,7 @@ class LightNerConfig(PretrainedConfig):
         self.max_length_b = max_length_b
         self.beam_width = beam_width
         self.constrained_decoding = constrained_decoding
+        self.entity_shapes = entity_shapes
         self.encoder_layers = encoder_layers
         self.decoder_layers = decoder_layers
         self.encoder_attention_heads = encoder_attention_heads
@@ -256,6 +272,8 @@ class LightNerConfig(PretrainedConfig):
             raise TypeError(f"max_length_a must be a number, got {type(self.max_length_a).__name__}")
         if self.max_length_a < 0:
             raise ValueError(f"max_length_a must be >= 0, got {self.max_length_a}")
+        if self.entity_shapes not in ENTITY_SHAPES:
+            raise ValueError(f"entity_shapes must be one of {tuple(ENTITY_SHAPES)}, got {self.entity_shapes!r}")
         if self.adapter_format_version > ADAPTER_FORMAT_VERSION:
             raise ValueError(
                 f"this adapter was saved with format version {self.adapter_format_version}, newer than the "
@@ -293,6 +311,8 @@ __all__ = [
     "LightNerConfig",
     "default_label_words",
     "ADAPTER_FORMAT_VERSION",
+    "DEFAULT_ENTITY_SHAPES",
+    "ENTITY_SHAPES",
     "ATTENTION_KINDS",
     "BACKBONE_SHAPE_FIELDS",
     "backbone_shape_mismatches",

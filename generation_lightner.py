@@ -3,8 +3,8 @@ decoder cache they run on.
 
 The decoder input at each step is a function of the source (a pointer reads the token it points at), which is why
 this loop is LightNER's own rather than `GenerationMixin.generate`. As transformers keeps logits processors apart from
-the search, the rules of what may be written next are their own classes (`PointerGrammar`, `LengthLimit`): a new
-decoding constraint is one class with `allowed` and `advance`; `BeamSearch` only keeps the beams.
+the search, the rules of what may be written next are their own classes (`PointerGrammar`, `EntityShapeGrammar`,
+`LengthLimit`): a new decoding constraint is one class with `allowed` and `advance`; `BeamSearch` only keeps the beams.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from transformers.utils import ModelOutput
 from .tokenization_utils import (
     END_INDEX,
     FIRST_TYPE_INDEX,
+    FRAGMENT_SEPARATOR,
     START_INDEX,
     EncodedSentence,
     collate,
@@ -156,6 +157,52 @@ class PointerGrammar:
         self.open_word = torch.where(is_pointer, pointed_word, torch.where(chosen >= FIRST_TYPE_INDEX, -1, open_word))
 
 
+class EntityShapeGrammar(PointerGrammar):
+    """`PointerGrammar` under each sentence's `entity_shapes` (its adapter's setting).
+
+    "nested" is `PointerGrammar` itself. Under "flat" an entity may only start after the last word of the entity
+    before it, so entities never share a word (and none is written twice). Under "discontinuous" an open entity may
+    continue at any later word start, each skipped stretch a gap between fragments; its words strictly increase, so an
+    entity never repeats a word. Length and `</s>` rules are `PointerGrammar`'s, so every output still parses and
+    finishes within the limit. The state per row adds the last word of the last closed entity (-1 before any).
+    """
+
+    def __init__(
+        self,
+        word_starts: Sequence[Sequence[int]],
+        source_length: int,
+        first_pointer: int,
+        num_beams: int,
+        shapes: Sequence[str],
+    ):
+        super().__init__(word_starts, source_length, first_pointer, num_beams)
+        self.flat = torch.tensor([shape == "flat" for shape in shapes]).repeat_interleave(num_beams)  # [rows]
+        self.gaps = torch.tensor([shape == "discontinuous" for shape in shapes]).repeat_interleave(num_beams)  # [rows]
+        self.closed_word = torch.full_like(self.open_word, -1)  # [rows]
+
+    def to(self, device: torch.device) -> EntityShapeGrammar:
+        super().to(device)
+        self.flat, self.gaps, self.closed_word = (t.to(device) for t in (self.flat, self.gaps, self.closed_word))
+        return self
+
+    def allowed(self, steps_left: torch.Tensor, vocab: int) -> torch.Tensor:
+        """`[rows, vocab]`: `PointerGrammar`'s, with flat rows' openings and discontinuous rows' gaps applied."""
+        allowed = super().allowed(steps_left, vocab)  # [rows, vocab]
+        is_open = self.open_word >= 0  # [rows]
+        pointers = allowed[:, self.first_pointer :]  # [rows, source], a view: edited in place
+        word = self.word_of_position  # [rows, source], -1 off word starts
+        pointers &= ~(self.flat & ~is_open)[:, None] | (word > self.closed_word[:, None])
+        pointers |= (self.gaps & is_open & (steps_left >= 3))[:, None] & (word > self.open_word[:, None])
+        return allowed
+
+    def advance(self, source: torch.Tensor, chosen: torch.Tensor) -> None:
+        """Follow the beams; a type index closes the open entity at the word it had reached."""
+        open_word = self.open_word[source]  # [rows], before this step's index
+        super().advance(source, chosen)
+        closes = (chosen >= FIRST_TYPE_INDEX) & (chosen < self.first_pointer)  # [rows]
+        self.closed_word = torch.where(closes, open_word, self.closed_word[source])
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Beam search
 # ---------------------------------------------------------------------------------------------------------------------
@@ -268,7 +315,8 @@ class LightNerGenerationMixin:
         kept as a baseline. The encoder runs once per sentence; its rows are repeated per beam, and since beams never
         change sentence, only the self-attention cache is reordered between steps.
 
-        Constrained decoding (on by default, `PointerGrammar`) needs `word_starts` (from `encode_sentences`).
+        Constrained decoding (on by default, `EntityShapeGrammar` under each adapter's `entity_shapes`) needs
+        `word_starts` (from `encode_sentences`).
         `max_length` defaults to each adapter's rule `b + a * source length`, capped at the decoder's positions.
         """
         num_beams = _check_positive_int("num_beams", self.config.beam_width if num_beams is None else num_beams)
@@ -281,8 +329,9 @@ class LightNerGenerationMixin:
         source = self.encode(input_ids, attention_mask, adapters)
         limits = self._output_limits(attention_mask, adapter_names, max_length)
         first_pointer = FIRST_TYPE_INDEX + adapters.num_types
+        shapes = [self.adapters[name].config.entity_shapes for name in self._row_adapters(adapter_names, len(limits))]
         constraint = (
-            PointerGrammar(word_starts, input_ids.shape[1], first_pointer, num_beams).to(input_ids.device)
+            EntityShapeGrammar(word_starts, input_ids.shape[1], first_pointer, num_beams, shapes).to(input_ids.device)
             if constrained
             else LengthLimit()
         )
@@ -318,12 +367,16 @@ class LightNerGenerationMixin:
     ) -> list[int]:
         """Per-sentence output length limits; the decoder has as many positions as the encoder, never more."""
         ceiling = self.backbone.config.max_position_embeddings
-        names = adapter_names or [self.active_adapter] * attention_mask.shape[0]
+        names = self._row_adapters(adapter_names, attention_mask.shape[0])
         lengths = attention_mask.sum(-1).tolist()  # [batch]
         return [
             min(max_length or self.adapters[name].config.max_output_length(int(n)), ceiling)
             for name, n in zip(names, lengths)
         ]
+
+    def _row_adapters(self, adapter_names: Sequence[str] | None, batch: int) -> Sequence[str]:
+        """The adapter of each of `batch` sentences: the names given, else the active adapter for all."""
+        return adapter_names or [self.active_adapter] * batch
 
     def predict(
         self,
@@ -338,9 +391,12 @@ class LightNerGenerationMixin:
         Returns per sentence a list of `{"type", "start", "end", "text", "score"}`: word offsets with `end`
         exclusive, the words joined by spaces, and `score`, the probability the model gave to writing this entity
         (the product of its pointer and type token probabilities under the decoding distribution, given what it wrote
-        before). `adapter` names the adapter to use (default: the active one), or gives one name per sentence: a
-        batch then mixes adapters in one forward pass. An empty sentence gets no entities; a sentence longer than
-        the backbone's positions raises `ValueError` (the pipeline splits raw text into windows instead).
+        before). A discontinuous entity (from an adapter with `entity_shapes="discontinuous"`) also has `fragments`,
+        its word spans `[[start, end], ...]`, and its `text` joins theirs with `FRAGMENT_SEPARATOR` (a space); other
+        entities have no `fragments` key. `adapter` names the adapter to use (default: the active one), or gives one
+        name per sentence: a batch then mixes adapters in one forward pass. An empty sentence gets no entities; a
+        sentence longer than the backbone's positions raises `ValueError` (the pipeline splits raw text into windows
+        instead).
         """
         if isinstance(sentences, str) or not isinstance(sentences, Sequence):
             raise TypeError(
@@ -391,8 +447,9 @@ class LightNerGenerationMixin:
         )
         sequences, token_log_probs = output.sequences.tolist(), output.token_log_probs.tolist()  # [batch, steps]
         predictions = []
-        for sentence, indices, log_probs in zip(encoded, sequences, token_log_probs):
-            entities = parse_entities(indices, sentence, output.num_types)
+        for sentence, name, indices, log_probs in zip(encoded, adapter_names, sequences, token_log_probs):
+            discontinuous = self.adapters[name].config.entity_shapes == "discontinuous"
+            entities = parse_entities(indices, sentence, output.num_types, discontinuous)
             predictions.append([(e, math.exp(math.fsum(log_probs[step] for step in e.steps))) for e in entities])
         return predictions
 
@@ -417,13 +474,19 @@ def _split_by(rows: list[int], key) -> list[list[int]]:
 
 
 def _entity_dict(entity, score: float, words: Sequence[str], entity_types: Sequence[str]) -> dict:
-    return {
+    """`predict`'s entity; a discontinuous one adds `fragments` (`[[start, end], ...]`, word offsets) and its text
+    joins the fragments' texts with `FRAGMENT_SEPARATOR`, so contiguous entities are exactly as before."""
+    texts = [" ".join(words[start:end]) for start, end in entity.fragments]
+    result = {
         "type": entity_types[entity.type_id],
         "start": entity.start,
         "end": entity.end,
-        "text": " ".join(words[entity.start : entity.end]),
+        "text": FRAGMENT_SEPARATOR.join(texts),
         "score": score,
     }
+    if len(entity.fragments) > 1:
+        result["fragments"] = [list(fragment) for fragment in entity.fragments]
+    return result
 
 
 def _progress(items: list, enabled: bool, description: str):
@@ -436,6 +499,7 @@ def _progress(items: list, enabled: bool, description: str):
 
 __all__ = [
     "BeamSearch",
+    "EntityShapeGrammar",
     "LengthLimit",
     "LightNerGenerationMixin",
     "LightNerGenerationOutput",

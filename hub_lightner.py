@@ -25,7 +25,7 @@ from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import cached_file, logging
 from transformers.utils.hub import extract_commit_hash
 
-from .configuration_lightner import LightNerConfig
+from .configuration_lightner import ENTITY_SHAPES, LightNerConfig
 
 logger = logging.get_logger(__name__)
 
@@ -413,6 +413,8 @@ adapter holds only these tensors; the backbone is loaded from its own repository
 ## Training data
 
 {config.training_data or "Not recorded."}
+
+Entity shapes: `{config.entity_shapes}`, {ENTITY_SHAPES[config.entity_shapes]} (what decoding writes).
 
 ## Evaluation{scored_on}
 

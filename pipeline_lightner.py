@@ -4,7 +4,10 @@ LightNER reads words and points at them, so the pipeline splits raw text into wo
 split (`text_utils.split_words`), keeping each word's character offsets; packs the words into windows that fit the
 backbone's positions (whole sentences where possible); runs `model.predict` on all windows of all texts at once; and
 maps every entity's words back to the exact characters of the original text. The output is the token-classification
-pipeline's with aggregation: `entity_group`, `score`, `word`, `start`, `end`, with `text[start:end] == word`.
+pipeline's with aggregation: `entity_group`, `score`, `word`, `start`, `end`, with `text[start:end] == word`. A
+discontinuous entity (an adapter with `entity_shapes="discontinuous"`) keeps those keys, `start`/`end` covering the
+whole mention and `word` its fragments' texts joined by `FRAGMENT_SEPARATOR` (a space, as BRAT writes them), and adds
+`fragments`: `[{"start", "end", "word"}, ...]` with `text[start:end] == word` for each.
 
 A saved adapter carries this file and `custom_pipelines` in its config, so that
 `pipeline("ner", model=<adapter>, trust_remote_code=True)` builds this pipeline

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import regex
 
+from .tokenization_utils import FRAGMENT_SEPARATOR
+
 # Every whitespace character of Python's `str.isspace` (all lie below U+3001), plus the two invisible separators.
 _SEPARATORS = "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + "\u200b\ufeff"
 _CHUNK = re.compile("[^" + "".join(f"\\u{ord(c):04x}" for c in _SEPARATORS) + "]+")
@@ -148,15 +150,27 @@ def entity_type(entity: Mapping) -> str:
 
 def character_entity(entity: Mapping, text: str, spans: Sequence[tuple[int, int]], first_word: int = 0) -> dict:
     """A `predict` entity (word offsets, counted from word `first_word` of `spans`) as the pipeline's dict, its
-    offsets the characters of `text` that its words cover, so that `text[start:end] == word`."""
-    start, end = spans[first_word + entity["start"]][0], spans[first_word + entity["end"] - 1][1]
-    return {
+    offsets the characters of `text` that its words cover, so that `text[start:end] == word`.
+
+    A discontinuous entity (several `fragments`) keeps `start`/`end` around the whole mention, `word` its fragments'
+    texts joined by `FRAGMENT_SEPARATOR`, and adds `fragments`: one `{"start", "end", "word"}` per fragment, each with
+    `text[start:end] == word`. A contiguous entity has no `fragments` key, as in the token-classification pipeline.
+    """
+    fragments = []
+    for first, end in entity.get("fragments") or [(entity["start"], entity["end"])]:
+        start, stop = spans[first_word + first][0], spans[first_word + end - 1][1]
+        fragments.append({"start": start, "end": stop, "word": text[start:stop]})
+    start, end = fragments[0]["start"], fragments[-1]["end"]
+    result = {
         "entity_group": entity["type"],
         "score": entity["score"],
-        "word": text[start:end],
+        "word": text[start:end] if len(fragments) == 1 else FRAGMENT_SEPARATOR.join(f["word"] for f in fragments),
         "start": start,
         "end": end,
     }
+    if len(fragments) > 1:
+        result["fragments"] = fragments
+    return result
 
 
 def split_long_spans(text: str, spans: Sequence[tuple[int, int]], max_bytes: int) -> list[tuple[int, int]]:

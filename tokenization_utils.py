@@ -1,8 +1,10 @@
 """Words and entities to LightNER's pointer sequences and back.
 
 The model never sees characters: a sentence is a list of words, each BPE-encoded on its own with a leading space, and
-an entity is written as pointers to the first piece of each of its words followed by its type. Everything here is
-plain Python over token ids so that the same code serves training, generation and the data tools.
+an entity is written as pointers to the first piece of each of its words followed by its type. An entity is a type
+and one or more fragments (word spans, in order, not overlapping); its pointers name every word of every fragment in
+order, so a gap between two pointed words is where a new fragment starts (BARTNER's format for discontinuous NER).
+Everything here is plain Python over token ids so that the same code serves training, generation and the data tools.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ START_INDEX = 0
 END_INDEX = 1
 FIRST_TYPE_INDEX = 2
 LABEL_PAD = -100
+# Joins a discontinuous entity's fragment texts into its one text (`predict`'s "text", the pipeline's "word"): a single
+# space, as BRAT's standoff files write the text of a discontinuous annotation ("muscle pain").
+FRAGMENT_SEPARATOR = " "
 
 
 @dataclass(frozen=True)
@@ -35,14 +40,21 @@ class EncodedSentence:
         return len(self.word_starts)
 
 
+Fragments = tuple[tuple[int, int], ...]
+
+
 @dataclass(frozen=True)
 class DecodedEntity:
-    """An entity read off an output index sequence; `steps` are the output positions that wrote it (for scoring)."""
+    """An entity read off an output index sequence; `steps` are the output positions that wrote it (for scoring).
+
+    `fragments` are its word spans `[start, end)` in order (one for a contiguous entity); `start` and `end` cover them.
+    """
 
     start: int
     end: int
     type_id: int
     steps: tuple[int, ...]
+    fragments: Fragments
 
 
 def encode_sentences(
@@ -105,49 +117,84 @@ def _join_word_pieces(
     return EncodedSentence(input_ids=input_ids, word_starts=word_starts)
 
 
-def _span_fields(entity) -> tuple[int, int, str]:
+def _span_fields(entity) -> tuple[int, int, str, Fragments]:
+    """`(start, end, type, fragments)` of a `(start, end, type[, fragments])` tuple or a mapping with those keys
+    (`fragments` as `[[start, end], ...]`); a contiguous entity has the one fragment `((start, end),)`."""
     if isinstance(entity, Mapping):
-        return int(entity["start"]), int(entity["end"]), entity["type"]
-    start, end, entity_type = entity
-    return int(start), int(end), entity_type
+        fragments = entity.get("fragments") or [(entity["start"], entity["end"])]
+        start, end, entity_type = (
+            entity.get("start", fragments[0][0]),
+            entity.get("end", fragments[-1][1]),
+            entity["type"],
+        )
+    else:
+        start, end, entity_type, *rest = entity
+        fragments = rest[0] if rest else [(start, end)]
+    return int(start), int(end), entity_type, tuple((int(s), int(e)) for s, e in fragments)
+
+
+def _check_fragments(start: int, end: int, fragments: Fragments, num_words: int, entity: str) -> None:
+    """Fragments must be non-empty spans in order with gaps between them, inside the sentence, covered by start/end:
+    anything else would write a target that reads back as another entity."""
+    previous_end = -1
+    for fragment_start, fragment_end in fragments:
+        if not 0 <= fragment_start < fragment_end <= num_words:
+            part = "fragment" if len(fragments) > 1 else "entity"
+            raise ValueError(f"{entity}: {part} [{fragment_start}, {fragment_end}) outside its {num_words} words")
+        if fragment_start <= previous_end:
+            raise ValueError(f"{entity}: its fragments are out of order, overlap or touch")
+        previous_end = fragment_end
+    if (start, end) != (fragments[0][0], fragments[-1][1]):
+        raise ValueError(f"{entity}: [{start}, {end}) does not cover its fragments")
 
 
 def encode_target(
     encoded: EncodedSentence, entities: Iterable, type_ids: Mapping[str, int], sentence_index: int = 0
 ) -> list[int]:
-    """The output index sequence `[0, <entity>..., 1]` for gold entities `(start, end, type)` (word offsets, end
-    exclusive), ordered by start then end. Nested and overlapping entities are kept as they are: the pointer sequence
-    expresses them, which BIO tags cannot."""
+    """The output index sequence `[0, <entity>..., 1]` for gold entities (word offsets, end exclusive), ordered by
+    start then end: each entity is a pointer to every word of every fragment, in order, then its type index.
+
+    Entities are `(start, end, type)` tuples (or `lightner.data.Span`s), `(start, end, type, fragments)` tuples
+    (`DiscontinuousSpan`s), or mappings with those keys. Nested, overlapping and discontinuous entities are kept as
+    they are: the pointer sequence expresses them, which BIO tags cannot. An unknown type, or fragments outside the
+    sentence, out of order, overlapping or touching, raise `ValueError` naming the sentence and the entity.
+    """
     num_types = len(type_ids)
-    spans = sorted({_span_fields(entity) for entity in entities}, key=lambda span: (span[0], span[1], span[2]))
+    spans = sorted({_span_fields(entity) for entity in entities})
     target = [START_INDEX]
-    for start, end, entity_type in spans:
+    for start, end, entity_type, fragments in spans:
+        described = (
+            f"sentence {sentence_index} has an entity at {[list(fragment) for fragment in fragments]} of type "
+            f"{entity_type!r}"
+        )
         if entity_type not in type_ids:
-            raise ValueError(
-                f"sentence {sentence_index} has an entity of type {entity_type!r}, which is not among the model's "
-                f"types {sorted(type_ids)}"
+            raise ValueError(f"{described}, which is not among the model's types {sorted(type_ids)}")
+        _check_fragments(start, end, fragments, encoded.num_words, described)
+        for fragment_start, fragment_end in fragments:
+            target.extend(
+                FIRST_TYPE_INDEX + num_types + encoded.word_starts[word]
+                for word in range(fragment_start, fragment_end)
             )
-        if not 0 <= start < end <= encoded.num_words:
-            raise ValueError(
-                f"sentence {sentence_index} has an entity [{start}, {end}) outside its {encoded.num_words} words"
-            )
-        target.extend(FIRST_TYPE_INDEX + num_types + encoded.word_starts[word] for word in range(start, end))
         target.append(FIRST_TYPE_INDEX + type_ids[entity_type])
     target.append(END_INDEX)
     return target
 
 
-def parse_entities(indices: Sequence[int], encoded: EncodedSentence, num_types: int) -> list[DecodedEntity]:
+def parse_entities(
+    indices: Sequence[int], encoded: EncodedSentence, num_types: int, discontinuous: bool = False
+) -> list[DecodedEntity]:
     """Read entities off an output index sequence (the leading 0 excluded): the inverse of `encode_target`.
 
     A run of pointers closed by a type index is one entity; reading stops at `</s>`. A run is kept only if its pointers
-    are the word starts of consecutive words, so unconstrained outputs are repaired by dropping what does not parse
-    (constrained decoding never produces such runs). A type with no open pointer, and pointers left open at the end,
-    are dropped too. The same span and type written twice is returned once.
+    are word starts of strictly increasing words: consecutive words make one fragment, and with `discontinuous` a
+    skipped word starts a new fragment; without it (`entity_shapes` "flat" or "nested") a run with a gap is ill formed.
+    Unconstrained outputs are repaired by dropping what does not parse (constrained decoding never produces such runs).
+    A type with no open pointer, and pointers left open at the end, are dropped too. The same fragments and type
+    written twice are returned once.
     """
     word_of_position = {position: word for word, position in enumerate(encoded.word_starts)}
     first_pointer = FIRST_TYPE_INDEX + num_types
-    entities: dict[tuple[int, int, int], DecodedEntity] = {}
+    entities: dict[tuple[Fragments, int], DecodedEntity] = {}
     open_words: list[int] = []
     open_steps: list[int] = []
     well_formed = True
@@ -156,15 +203,34 @@ def parse_entities(indices: Sequence[int], encoded: EncodedSentence, num_types: 
             break
         if index >= first_pointer:
             word = word_of_position.get(index - first_pointer)
-            well_formed &= word is not None and (not open_words or word == open_words[-1] + 1)
+            well_formed &= word is not None and (
+                not open_words or word == open_words[-1] + 1 or (discontinuous and word > open_words[-1])
+            )
             open_words.append(-1 if word is None else word)
             open_steps.append(step)
         elif index >= FIRST_TYPE_INDEX:
             if open_words and well_formed:
-                key = (open_words[0], open_words[-1] + 1, index - FIRST_TYPE_INDEX)
-                entities.setdefault(key, DecodedEntity(*key, steps=(*open_steps, step)))
+                fragments = _fragments(open_words)
+                key = (fragments, index - FIRST_TYPE_INDEX)
+                entities.setdefault(
+                    key,
+                    DecodedEntity(
+                        fragments[0][0], fragments[-1][1], key[1], steps=(*open_steps, step), fragments=fragments
+                    ),
+                )
             open_words, open_steps, well_formed = [], [], True
     return list(entities.values())
+
+
+def _fragments(words: Sequence[int]) -> Fragments:
+    """Strictly increasing word indices as maximal runs of consecutive words, `[start, end)` each."""
+    fragments = [[words[0], words[0] + 1]]
+    for word in words[1:]:
+        if word == fragments[-1][1]:
+            fragments[-1][1] = word + 1
+        else:
+            fragments.append([word, word + 1])
+    return tuple((start, end) for start, end in fragments)
 
 
 def collate(
@@ -201,6 +267,7 @@ __all__ = [
     "END_INDEX",
     "FIRST_TYPE_INDEX",
     "LABEL_PAD",
+    "FRAGMENT_SEPARATOR",
     "EncodedSentence",
     "DecodedEntity",
     "encode_sentences",

@@ -1,16 +1,18 @@
-"""Convert NER data between CoNLL/BIO column files, JSON Lines and Hugging Face `datasets` folders.
+"""Convert NER data between CoNLL/BIO column files, JSON Lines, BRAT standoff and Hugging Face `datasets` folders.
 
     python convert/convert_data.py train.txt train.jsonl
     python convert/convert_data.py train.jsonl train-hf            # a `datasets` folder (`save_to_disk`)
     python convert/convert_data.py train-hf train.txt --scheme BIOES
 
 The format follows the path as `lightner.data.detect_format` says (a folder, or a new path without suffix, is a
-`datasets` folder; `.jsonl`/`.json` JSON Lines; anything else CoNLL) unless `--from`/`--to` say otherwise. Formats,
+`datasets` folder; `.jsonl`/`.json` JSON Lines; `.ann`, or a folder of them, BRAT; anything else CoNLL) unless
+`--from`/`--to` say otherwise. Formats,
 reading and writing are `lightner.data`'s table (`FORMATS`), the one training and the CLI use, so malformed
 input stops the conversion with its file and line. Every sentence is kept, those without entities too; what the
 target format cannot hold is left out and reported rather than guessed at: tags cannot express overlapping entities
-(of each overlapping group the outermost, earliest entity stays), and a CoNLL file cannot hold a sentence without
-words or a word with a tab or line break.
+(of each overlapping group the outermost, earliest entity stays) or discontinuous ones (left out), a CoNLL file cannot
+hold a sentence without words or a word with a tab or line break, and BRAT text cannot hold words that would not read
+back as the same words.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from pathlib import Path
 
 from lightner.data import (
     LABELLED_FORMATS,
+    Entity,
     ReadOptions,
     Sentence,
     Span,
     WriteOptions,
     detect_format,
     entity_types,
+    is_discontinuous,
     read_sentences,
     write_sentences,
 )
@@ -72,6 +76,14 @@ def _conll_problem(sentence: Sentence) -> str | None:
     return None
 
 
+def _brat_problem(sentence: Sentence) -> str | None:
+    """Why a sentence cannot be a line of BRAT text that reads back as the same words, or None."""
+    from lightner.text_utils import join_words, split_words
+
+    line, spans = join_words(sentence.words)
+    return None if split_words(line) == spans else "its words would not read back from BRAT text as the same words"
+
+
 def _without_overlaps(entities: Sequence[Span]) -> tuple[list[Span], list[tuple[Span, Span]]]:
     """The entities tags can express, outermost first, and each dropped one with the kept entity it overlaps."""
     kept: list[Span] = []
@@ -84,17 +96,30 @@ def _without_overlaps(entities: Sequence[Span]) -> tuple[list[Span], list[tuple[
     return kept, dropped
 
 
+def _fragment_text(span: Entity) -> str:
+    return " + ".join(f"[{start}, {end})" for start, end in span.fragments)
+
+
 def expressible(sentences: Sequence[Sentence], target_format: str) -> tuple[list[Sentence], list[str]]:
     """The sentences as the target format can hold them, and a line for each thing left out."""
     if target_format == "jsonl":
         return list(sentences), []
     kept, problems = [], []
     for number, sentence in enumerate(sentences, start=1):
-        reason = _conll_problem(sentence) if target_format == "conll" else None
+        reason = {"conll": _conll_problem, "brat": _brat_problem}.get(target_format, lambda _: None)(sentence)
         if reason is not None:
             problems.append(f"sentence {number} left out: {reason}")
             continue
-        entities, dropped = _without_overlaps(sentence.entities)
+        if target_format == "brat":
+            kept.append(sentence)
+            continue
+        problems.extend(
+            f"sentence {number}: entity {_fragment_text(span)} {span.type} dropped, it is discontinuous and tags "
+            "cannot hold it"
+            for span in sentence.entities
+            if is_discontinuous(span)
+        )
+        entities, dropped = _without_overlaps([span for span in sentence.entities if not is_discontinuous(span)])
         problems.extend(
             f"sentence {number}: entity [{span.start}, {span.end}) {span.type} dropped, it overlaps "
             f"[{other.start}, {other.end}) {other.type} and tags cannot nest"

@@ -18,6 +18,8 @@ from .data import TAG_SCHEMES, ReadOptions
 
 TRAINING_ARGS_NAME = "training_args.json"
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
+# `configuration_lightner.ENTITY_SHAPES`, spelled out here so that building the command line imports no torch.
+ENTITY_SHAPE_CHOICES = ("flat", "nested", "discontinuous")
 # What concerns one invocation rather than the run itself: a replay must not resume, overwrite or stop early.
 INVOCATION_ONLY = ("resume", "overwrite", "stop_after_steps")
 
@@ -86,6 +88,24 @@ class LightNerTrainingArguments:
             DATA,
             "--types",
             metavar="TYPE",
+        ),
+    )
+    skip_misaligned: bool = field(
+        default=False,
+        metadata=option(
+            "BRAT data: leave out (and count) annotations whose offsets do not fall on word boundaries, rather than "
+            "stop at the first",
+            DATA,
+        ),
+    )
+    entity_shapes: str | None = field(
+        default=None,
+        metadata=option(
+            "what the adapter decodes: flat (contiguous entities sharing no word), nested (contiguous, possibly "
+            "nested or overlapping) or discontinuous (entities of several fragments too); default: discontinuous if "
+            "the training data has a discontinuous entity, else nested",
+            MODEL,
+            choices=ENTITY_SHAPE_CHOICES,
         ),
     )
     label_words: dict[str, str] | None = field(
@@ -217,17 +237,21 @@ class LightNerTrainingArguments:
             problems.append(f"learning_rate must be positive, got {self.learning_rate}")
         if self.resume and self.overwrite:
             problems.append("resume and overwrite exclude each other: continue the run in OUTPUT or replace it")
+        if self.entity_shapes not in (None, *ENTITY_SHAPE_CHOICES):
+            problems.append(f"entity_shapes must be flat, nested or discontinuous, got {self.entity_shapes!r}")
         if self.mixed_precision not in MIXED_PRECISION_CHOICES:
             problems.append(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
         return problems
 
     def read_options(self) -> ReadOptions:
-        """How the data sources are read: a `datasets` source's configuration and columns, the tag scheme."""
+        """How the data sources are read: a `datasets` source's configuration and columns, the tag scheme, and
+        whether misaligned BRAT annotations are skipped."""
         return ReadOptions(
             tokens_column=self.tokens_column,
             tags_column=self.tags_column,
             scheme=self.tag_scheme,
             config_name=self.dataset_config,
+            skip_misaligned=self.skip_misaligned,
         )
 
     def fingerprint(self) -> dict[str, Any]:

@@ -21,28 +21,103 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 
+Fragments = tuple[tuple[int, int], ...]
+
+
 class Span(NamedTuple):
-    """An entity mention: word offsets `[start, end)` and its type."""
+    """A contiguous entity mention: word offsets `[start, end)` and its type."""
 
     start: int
     end: int
     type: str
 
+    @property
+    def fragments(self) -> Fragments:
+        """Its one fragment, so that code over fragments treats both kinds of mention alike."""
+        return ((self.start, self.end),)
+
+
+class DiscontinuousSpan(NamedTuple):
+    """A mention of two or more word spans with words between them ("muscle and joint **pain**" holds *muscle pain*).
+
+    `start`/`end` cover the whole mention (first word to last, exclusive); `fragments` are the word spans `[start,
+    end)`, in order, with at least one word between consecutive ones. Build it with `make_span`, which checks and
+    normalises a fragment list; a mention with one fragment is a plain `Span`, so contiguous data never changes.
+    """
+
+    start: int
+    end: int
+    type: str
+    fragments: Fragments
+
+
+Entity = Span | DiscontinuousSpan
+
+
+def make_span(fragments, entity_type: str) -> Entity:
+    """The mention of type `entity_type` made of `fragments` (`[start, end)` word spans): a `Span` for one fragment,
+    else a `DiscontinuousSpan`. Fragments that touch (`[0, 2), [2, 3)`) are one fragment, since the pointer target
+    cannot tell them apart; a fragment list that is empty, holds an empty or negative span, is out of order or
+    overlaps itself raises `ValueError` saying which fragments are wrong."""
+    merged: list[list[int]] = []
+    for fragment in fragments:
+        if isinstance(fragment, str | bytes) or len(fragment) != 2:
+            raise ValueError(
+                f"fragment {fragment!r} of {_describe(fragments, entity_type)} is not a [start, end] pair"
+            )
+        start, end = fragment
+        if type(start) is not int or type(end) is not int or not 0 <= start < end:
+            raise ValueError(
+                f"fragment {list(fragment)} of {_describe(fragments, entity_type)} is not a word span with "
+                "0 <= start < end"
+            )
+        if merged and start < merged[-1][0]:
+            raise ValueError(f"the fragments of {_describe(fragments, entity_type)} are out of order")
+        if merged and start < merged[-1][1]:
+            raise ValueError(f"the fragments of {_describe(fragments, entity_type)} overlap each other")
+        if merged and start == merged[-1][1]:
+            merged[-1][1] = end
+        else:
+            merged.append([start, end])
+    if not merged:
+        raise ValueError(f"{_describe(fragments, entity_type)} has no fragments")
+    if len(merged) == 1:
+        return Span(merged[0][0], merged[0][1], entity_type)
+    return DiscontinuousSpan(merged[0][0], merged[-1][1], entity_type, tuple((s, e) for s, e in merged))
+
+
+def _describe(fragments, entity_type: str) -> str:
+    return f"entity {entity_type!r} with fragments {[list(f) if isinstance(f, tuple) else f for f in fragments]}"
+
+
+def _as_entity(entity) -> Entity:
+    """A `Span` or `DiscontinuousSpan` from one of them or a `(start, end, type[, fragments])` tuple, checked."""
+    if len(entity) == 4:
+        return make_span(entity[3], entity[2])
+    return Span(*entity)
+
+
+def is_discontinuous(entity: Entity) -> bool:
+    return len(entity.fragments) > 1
+
 
 @dataclass
 class Sentence:
-    """A tokenized sentence and its entities, kept sorted by `(start, end)` so that equal sentences compare equal.
+    """A tokenized sentence and its entities, kept sorted so that equal sentences compare equal.
 
-    `line` is where the sentence starts in the file it was read from (1-based), if known, so that a problem found
-    later (a sentence too long for the backbone) can still be located; it takes no part in comparisons.
+    Entities are `Span`s or, for mentions with gaps, `DiscontinuousSpan`s. `line` is where the sentence starts in the
+    file it was read from (1-based) and `source` that file when it is not the one being read as a whole (a BRAT
+    folder's documents), if known, so that a problem found later (a sentence too long for the backbone, an entity
+    type outside the label set) can still be located; they take no part in comparisons.
     """
 
     words: list[str]
-    entities: list[Span] = field(default_factory=list)
+    entities: list[Entity] = field(default_factory=list)
     line: int | None = field(default=None, compare=False, repr=False)
+    source: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
-        self.entities = sorted(Span(*entity) for entity in self.entities)
+        self.entities = sorted(_as_entity(entity) for entity in self.entities)
         for span in self.entities:
             if not 0 <= span.start < span.end <= len(self.words):
                 raise ValueError(f"entity {tuple(span)} is not a span with 0 <= start < end <= {len(self.words)}")
@@ -150,18 +225,29 @@ def spans_from_tags(tags: Sequence[str], *, scheme: str = "auto") -> list[Span]:
 
 
 def tags_from_spans(spans: Iterable[Span], length: int, *, scheme: str = "IOB2") -> list[str]:
-    """Tags for `length` words in IOB1, IOB2 (BIO) or BIOES; overlapping spans cannot be tagged, so they raise."""
+    """Tags for `length` words in IOB1, IOB2 (BIO) or BIOES; overlapping (nested) and discontinuous entities cannot
+    be tagged, so they raise rather than being flattened."""
     scheme = scheme.lower()
     if scheme not in _SCHEME_PREFIXES or scheme == "auto":
         raise ValueError(f"cannot write tags in scheme {scheme!r}; expected IOB1, IOB2, BIO, BIOES or IOBES")
     tags = ["O"] * length
     previous = Span(-1, 0, "")
-    for span in sorted(Span(*span) for span in spans):
+    entities = [_as_entity(span) for span in spans]
+    for entity in entities:
+        if is_discontinuous(entity):
+            raise ValueError(
+                f"entity {entity.type!r} with fragments {[list(f) for f in entity.fragments]} is discontinuous and "
+                "cannot be written as tags; use JSON Lines or BRAT"
+            )
+    for span in sorted(entities):
         start, end, entity_type = span
         if not 0 <= start < end <= length:
             raise ValueError(f"entity {tuple(span)} is not a span with 0 <= start < end <= {length}")
         if start < previous.end:
-            raise ValueError(f"entities {tuple(previous)} and {tuple(span)} overlap and cannot be written as tags")
+            raise ValueError(
+                f"entities {tuple(previous)} and {tuple(span)} overlap and cannot be written as tags; use JSON Lines "
+                "or BRAT"
+            )
         tags[start:end] = [f"I-{entity_type}"] * (end - start)
         if scheme in ("bioes", "iobes"):
             tags[start] = f"S-{entity_type}" if end - start == 1 else f"B-{entity_type}"
@@ -253,10 +339,14 @@ def read_conll(path: str | PathLike, *, scheme: str = "auto") -> list[Sentence]:
 def write_conll(sentences: Iterable[Sentence], path: str | PathLike, *, scheme: str = "IOB2") -> None:
     """Write `word<TAB>tag` lines with a blank line after each sentence, readable back by `read_conll`."""
     lines = []
-    for sentence in sentences:
+    for number, sentence in enumerate(sentences, start=1):
         if not sentence.words:
             raise ValueError("a sentence without words cannot be written to a CoNLL file")
-        for word, tag in zip(sentence.words, tags_from_spans(sentence.entities, len(sentence.words), scheme=scheme)):
+        try:
+            tags = tags_from_spans(sentence.entities, len(sentence.words), scheme=scheme)
+        except ValueError as error:
+            raise ValueError(f"sentence {number}: {error}") from None
+        for word, tag in zip(sentence.words, tags):
             if not word.strip(" ") or any(char in word for char in "\t\r\n"):
                 raise ValueError(f"word {word!r} cannot be written to a CoNLL file")
             lines.append(f"{word}\t{tag}\n")
@@ -264,16 +354,41 @@ def write_conll(sentences: Iterable[Sentence], path: str | PathLike, *, scheme: 
     Path(path).write_text("".join(lines), encoding="utf-8", newline="")
 
 
-def _span_from_json(entity: Any) -> Span:
-    if not isinstance(entity, dict) or not {"start", "end", "type"} <= entity.keys():
-        raise TypeError(f'each entity must be an object with "start", "end" and "type", got {entity!r}')
-    start, end, entity_type = entity["start"], entity["end"], entity["type"]
+def _span_from_json(entity: Any) -> Entity:
+    """An entity object: `{"start", "end", "type"}`, or `{"fragments": [[start, end], ...], "type"}` (where `start`
+    and `end`, if also given, must cover the fragments, as `predict`'s output has them)."""
+    if (
+        not isinstance(entity, dict)
+        or "type" not in entity
+        or not ({"start", "end"} <= entity.keys() or "fragments" in entity)
+    ):
+        raise TypeError(
+            f'each entity must be an object with "start", "end" and "type", or "fragments" and "type", got {entity!r}'
+        )
+    entity_type = entity["type"]
+    if not isinstance(entity_type, str) or not entity_type:
+        raise TypeError(f"entity type must be a non-empty string, got {entity!r}")
+    if "fragments" in entity:
+        fragments = entity["fragments"]
+        if not isinstance(fragments, list) or not all(isinstance(f, list) for f in fragments):
+            raise TypeError(f'"fragments" must be a list of [start, end] word spans, got {entity!r}')
+        span = make_span(fragments, entity_type)
+        covering = (entity.get("start", span.start), entity.get("end", span.end))
+        if covering != (span.start, span.end):
+            raise ValueError(f'"start" and "end" of {entity!r} do not cover its fragments [{span.start}, {span.end})')
+        return span
+    start, end = entity["start"], entity["end"]
     # `bool` is a subclass of `int`, but `true` is no offset.
     if type(start) is not int or type(end) is not int:
         raise TypeError(f"entity offsets must be integers, got {entity!r}")
-    if not isinstance(entity_type, str) or not entity_type:
-        raise TypeError(f"entity type must be a non-empty string, got {entity!r}")
     return Span(start, end, entity_type)
+
+
+def _span_to_json(span: Entity) -> dict[str, Any]:
+    """What `_span_from_json` reads back: a contiguous entity exactly as before fragments existed."""
+    if is_discontinuous(span):
+        return {"fragments": [list(fragment) for fragment in span.fragments], "type": span.type}
+    return span._asdict()
 
 
 def _sentence_from_json(record: Any) -> Sentence:
@@ -296,7 +411,8 @@ def _sentence_from_json(record: Any) -> Sentence:
 def read_jsonl(path: str | PathLike) -> list[Sentence]:
     """Sentences of a JSON Lines file, one `{"tokens": [...], "entities": [{"start", "end", "type"}]}` per line.
 
-    Offsets are word offsets with an exclusive end. Blank lines are skipped; anything malformed (bad JSON, a missing
+    Offsets are word offsets with an exclusive end; a discontinuous entity gives `"fragments": [[start, end], ...]`
+    instead of `start` and `end` (see `make_span`). Blank lines are skipped; anything malformed (bad JSON, a missing
     key, a non-string token, offsets out of range) raises `DataFormatError` naming the file and line.
     """
     path = Path(path)
@@ -321,7 +437,7 @@ def write_jsonl(sentences: Iterable[Sentence], path: str | PathLike) -> None:
     """Write one JSON object per sentence in the format `read_jsonl` reads."""
     with Path(path).open("w", encoding="utf-8", newline="\n") as file:
         for sentence in sentences:
-            record = {"tokens": sentence.words, "entities": [span._asdict() for span in sentence.entities]}
+            record = {"tokens": sentence.words, "entities": [_span_to_json(span) for span in sentence.entities]}
             file.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
@@ -500,13 +616,15 @@ def read_hf_folder(
 @dataclass(frozen=True)
 class ReadOptions:
     """What some readers need beyond the path: a `datasets` source's split, configuration and columns, the tags'
-    scheme (CoNLL files and `datasets` alike)."""
+    scheme (CoNLL files and `datasets` alike), whether a BRAT corpus's annotations that do not align with words are
+    skipped (counted) rather than an error."""
 
     split: str | None = None
     tokens_column: str = "tokens"
     tags_column: str = "ner_tags"
     scheme: str = "auto"
     config_name: str | None = None
+    skip_misaligned: bool = False
 
 
 @dataclass(frozen=True)
@@ -534,10 +652,35 @@ class DataFormat:
 
 _JSON_SUFFIXES = (".jsonl", ".json")
 
+
+def _is_brat(path: Path) -> bool:
+    return path.suffix.lower() == ".ann" or (path.is_dir() and next(path.rglob("*.ann"), None) is not None)
+
+
+def _read_brat(path: Path, options: ReadOptions) -> list[Sentence]:
+    from .brat import read_brat  # it builds on this module
+
+    return read_brat(path, skip_misaligned=options.skip_misaligned)
+
+
+def _write_brat(sentences: Sequence[Sentence], path: Path, options: WriteOptions) -> None:
+    from .brat import write_brat
+
+    write_brat(sentences, path)
+
+
 # In detection order: the first format whose `matches` accepts a path is that path's format.
 FORMATS: dict[str, DataFormat] = {
     spec.name: spec
     for spec in (
+        DataFormat(
+            "brat",
+            "BRAT standoff: a folder of .ann files with their .txt beside them, or one .ann file (detected by that)",
+            labelled=True,
+            matches=_is_brat,
+            read=_read_brat,
+            write=_write_brat,
+        ),
         DataFormat(
             "hf",
             "a Hugging Face datasets folder (save_to_disk) or Hub dataset id, NAME[:SPLIT], detected as a folder or a "
@@ -631,6 +774,35 @@ def write_sentences(
     spec.write(sentences, Path(path), options)
 
 
+def sentence_from_prediction(words: Sequence[str], entities: Iterable[dict]) -> Sentence:
+    """A sentence with `predict`'s entities (`{"type", "start", "end"[, "fragments"]}`, word offsets) as its own."""
+    return Sentence(list(words), [_span_from_json(entity) for entity in entities])
+
+
+def write_predictions(
+    sentences: Sequence[Sequence[str]], predictions: Sequence[Sequence[dict]], path: str | PathLike
+) -> None:
+    """Write `model.predict`'s output for word lists `sentences`, in the format of `path`'s suffix.
+
+    `.ann`: one BRAT document (`lightner.brat.write_brat`, the text beside it, one sentence per line), each entity's
+    score as an `AnnotatorNotes` line. Anything else: JSON Lines, one `{"tokens": [...], "entities": [...]}` per
+    sentence with `predict`'s entity dicts as they are (a discontinuous entity carries `fragments`), which
+    `read_jsonl` reads back. The folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".ann":
+        from .brat import write_brat
+
+        labelled = [sentence_from_prediction(words, entities) for words, entities in zip(sentences, predictions)]
+        scores = [{_span_from_json(entity): entity["score"] for entity in entities} for entities in predictions]
+        write_brat(labelled, path, scores)
+        return
+    with path.open("w", encoding="utf-8") as file:
+        for words, entities in zip(sentences, predictions):
+            file.write(json.dumps({"tokens": list(words), "entities": entities}, ensure_ascii=False) + "\n")
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Entity types and few-shot sampling
 # --------------------------------------------------------------------------------------------------------------------
@@ -680,6 +852,12 @@ __all__ = [
     "LABELLED_FORMATS",
     "DataFormat",
     "DataFormatError",
+    "DiscontinuousSpan",
+    "Entity",
+    "is_discontinuous",
+    "make_span",
+    "sentence_from_prediction",
+    "write_predictions",
     "ReadOptions",
     "WriteOptions",
     "detect_format",

@@ -2,7 +2,8 @@
 
 The page has inline CSS and no script or external resource, so it can be mailed or opened offline. Text is escaped
 and keeps its line breaks and tabs. Nested entities are drawn inside one another; an entity that crosses another
-(which HTML cannot nest) is listed under its text instead of being dropped.
+(which HTML cannot nest) is listed under its text instead of being dropped. The fragments of a discontinuous entity
+are drawn as one: each is outlined, carries the entity's number and, on hover, the whole mention.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from html import escape
 
-from .text_utils import entity_type
+from .text_utils import character_entity, entity_type, join_words
 
 # displaCy's entity colours, then a few more; a type keeps its colour across the texts of one page.
 PALETTE = (
@@ -36,6 +37,8 @@ mark { padding: 0.2em 0.35em; margin: 0 0.15em; border-radius: 0.35em; line-heig
 mark .label { font-size: 0.6em; font-weight: bold; text-transform: uppercase; vertical-align: middle;
               margin-left: 0.4em; }
 .crossing { font-size: 0.85em; color: #555; }
+mark.fragment { outline: 1px dashed #555; }
+mark .link { font-size: 0.6em; font-weight: bold; vertical-align: super; margin-left: 0.2em; }
 .legend mark { display: inline-block; margin-bottom: 0.4em; }
 """
 
@@ -45,11 +48,11 @@ def render_html(
     entities: Sequence[Mapping] | Sequence[Sequence[Mapping]],
     title: str = "LightNER entities",
 ) -> str:
-    """An HTML page showing `entities` in `text`: dicts with `start`, `end` (character offsets), `score` and the type
+    """An HTML page showing `entities` in `text`: dicts with `start`, `end` (character offsets), `score`, the type
     as `entity_group` (the pipeline's) or `type` (`text_utils.character_entity` turns `predict`'s word offsets into
-    characters).
+    characters), and `fragments` for a discontinuous entity.
 
-    `text` is one text and `entities` its entities, or `text` is a list of texts and `entities` one list per text.
+        `text` is one text and `entities` its entities, or `text` is a list of texts and `entities` one list per text.
     """
     return html_page(title, render_entities(text, entities))
 
@@ -75,14 +78,42 @@ def html_page(title: str, body: str, extra_style: str = "") -> str:
     )
 
 
+def render_word_entities(sentences: Sequence[Sequence[str]], predictions: Sequence[Sequence[Mapping]]) -> str:
+    """`render_html`'s page for word lists and `model.predict`'s entities (word offsets, `fragments` for a
+    discontinuous one): each sentence is its words joined by spaces, entities moved to character offsets."""
+    texts, groups = [], []
+    for words, entities in zip(sentences, predictions):
+        text, spans = join_words(words)
+        texts.append(text)
+        groups.append([character_entity(entity, text, spans) for entity in entities])
+    return render_html(texts, groups)
+
+
+def _parts(text: str, entities: Sequence[Mapping]) -> list[dict]:
+    """Each entity as the spans to draw: itself, or one span per fragment of a discontinuous entity, which carry the
+    entity's number among the text's discontinuous entities (`link`) and its whole mention (`mention`)."""
+    parts, linked = [], 0
+    for entity in entities:
+        fragments = entity.get("fragments") or []
+        if len(fragments) < 2:
+            parts.append(dict(entity))
+            continue
+        linked += 1
+        mention = " … ".join(text[f["start"] : f["end"]] for f in fragments)
+        parts.extend(
+            {**entity, "start": f["start"], "end": f["end"], "link": linked, "mention": mention} for f in fragments
+        )
+    return parts
+
+
 def _render_text(text: str, entities: Sequence[Mapping], colors: Mapping[str, str]) -> str:
-    inline, crossing = _nestable(entities)
+    inline, crossing = _nestable(_parts(text, entities))
     html = f'<div class="text" dir="auto">{_inline(text, inline, colors)}</div>'
     if crossing:
         items = ", ".join(
-            _open_mark(entity_type(e), colors, e.get("score"))
+            _open_mark(entity_type(e), colors, e.get("score"), e)
             + escape(text[e["start"] : e["end"]])
-            + _close_mark(entity_type(e))
+            + _close_mark(entity_type(e), e)
             + f" ({e['start']}-{e['end']})"
             for e in crossing
         )
@@ -112,13 +143,14 @@ def _inline(text: str, entities: Sequence[Mapping], colors: Mapping[str, str]) -
         nonlocal cursor
         while open_entities and open_entities[-1]["end"] <= position:
             entity = open_entities.pop()
-            parts.append(escape(text[cursor : entity["end"]]) + _close_mark(entity_type(entity)))
+            parts.append(escape(text[cursor : entity["end"]]) + _close_mark(entity_type(entity), entity))
             cursor = entity["end"]
 
     for entity in entities:
         close_until(entity["start"])
         parts.append(
-            escape(text[cursor : entity["start"]]) + _open_mark(entity_type(entity), colors, entity.get("score"))
+            escape(text[cursor : entity["start"]])
+            + _open_mark(entity_type(entity), colors, entity.get("score"), entity)
         )
         cursor = entity["start"]
         open_entities.append(entity)
@@ -127,13 +159,22 @@ def _inline(text: str, entities: Sequence[Mapping], colors: Mapping[str, str]) -
     return "".join(parts)
 
 
-def _open_mark(name: str, colors: Mapping[str, str], score: float | None) -> str:
-    tooltip = escape(name if score is None else f"{name} {score:.2f}")
-    return f'<mark class="entity" style="background: {colors[name]}" title="{tooltip}">'
+def _open_mark(name: str, colors: Mapping[str, str], score: float | None, part: Mapping | None = None) -> str:
+    """A mark's opening tag; a fragment of a discontinuous entity (`part` with `link`) is outlined, carries the
+    entity's number and names the whole mention in its tooltip."""
+    tooltip = name if score is None else f"{name} {score:.2f}"
+    if part is not None and "link" in part:
+        tooltip += f": {part['mention']}"
+        return (
+            f'<mark class="entity fragment" data-entity="{part["link"]}" style="background: {colors[name]}" '
+            f'title="{escape(tooltip)}">'
+        )
+    return f'<mark class="entity" style="background: {colors[name]}" title="{escape(tooltip)}">'
 
 
-def _close_mark(name: str) -> str:
-    return f'<span class="label">{escape(name)}</span></mark>'
+def _close_mark(name: str, part: Mapping | None = None) -> str:
+    link = f'<span class="link">{part["link"]}</span>' if part is not None and "link" in part else ""
+    return f'<span class="label">{escape(name)}</span>{link}</mark>'
 
 
-__all__ = ["render_html", "render_entities", "html_page", "PALETTE"]
+__all__ = ["render_html", "render_entities", "render_word_entities", "html_page", "PALETTE"]

@@ -42,7 +42,7 @@ from lightner.hub_lightner import load_adapter_config, read_adapter_file
 from lightner.modeling_lightner import LightNerModel
 from lightner.tokenization_utils import EncodedSentence, collate, encode_sentences, encode_target
 
-from .arguments import TRAINING_ARGS_NAME, LightNerTrainingArguments
+from .arguments import ENTITY_SHAPE_CHOICES, TRAINING_ARGS_NAME, LightNerTrainingArguments
 from .checkpointing import (
     LEARNING_CURVE_NAME,
     METRICS_LOG_NAME,
@@ -55,7 +55,7 @@ from .checkpointing import (
     restore_checkpoint,
     save_checkpoint,
 )
-from .data import DataFormatError, Sentence, data_name, is_hub_dataset, load_sentences, split_source
+from .data import DataFormatError, Sentence, data_name, is_discontinuous, is_hub_dataset, load_sentences, split_source
 from .evaluation import evaluate_sentences, write_results
 
 logger = get_logger(__name__)
@@ -71,12 +71,14 @@ INTERRUPTED_EXIT_CODE = 75
 
 @dataclass
 class RunData:
-    """The sentences of every split (empty without a file) and the entity types the run learns."""
+    """The sentences of every split (empty without a file), the entity types the run learns and the shapes it
+    decodes (`LightNerConfig.entity_shapes`)."""
 
     train: list[Sentence]
     dev: list[Sentence]
     test: list[Sentence]
     types: list[str]
+    entity_shapes: str
 
 
 def _type_counts(splits: Mapping[str, Sequence[Sentence]]) -> dict[str, Counter]:
@@ -122,7 +124,41 @@ def restrict_to_types(sentences: Sequence[Sentence], types: Sequence[str]) -> li
     """The sentences without entities of other types, for a run restricted to some types (`--types`): it learns and
     is scored on those only. Without that choice nothing is dropped, so a test type never seen in training counts."""
     keep = set(types)
-    return [Sentence(s.words, [span for span in s.entities if span.type in keep], s.line) for s in sentences]
+    return [Sentence(s.words, [span for span in s.entities if span.type in keep], s.line, s.source) for s in sentences]
+
+
+def _sentence_shape(sentence: Sentence) -> str:
+    """The widest shape among a sentence's entities: discontinuous, nested (two share a word) or flat."""
+    if any(is_discontinuous(entity) for entity in sentence.entities):
+        return "discontinuous"
+    words = [w for entity in sentence.entities for start, end in entity.fragments for w in range(start, end)]
+    return "nested" if len(words) != len(set(words)) else "flat"
+
+
+def resolve_entity_shapes(requested: str | None, train: Sequence[Sentence], path: str = "training data") -> str:
+    """The shapes the adapter decodes: `requested` if given, else "discontinuous" when the training data has a
+    discontinuous entity and "nested" (the default) otherwise.
+
+    A requested setting narrower than the training data (`flat` for nested entities, either for discontinuous ones)
+    is refused, naming the first sentence that needs more: the adapter would learn targets it may never write.
+    """
+    shapes = [_sentence_shape(sentence) for sentence in train]
+    if requested is None:
+        return "discontinuous" if "discontinuous" in shapes else "nested"
+    wider = [
+        i
+        for i, shape in enumerate(shapes)
+        if ENTITY_SHAPE_CHOICES.index(shape) > ENTITY_SHAPE_CHOICES.index(requested)
+    ]
+    if wider:
+        sentence = train[wider[0]]
+        raise DataFormatError(
+            sentence.source or path,
+            sentence.line,
+            f"--entity-shapes {requested}: this sentence has {shapes[wider[0]]} entities, which {requested} decoding "
+            f"cannot write; pass --entity-shapes {max(shapes, key=ENTITY_SHAPE_CHOICES.index)} (or leave it out)",
+        )
+    return requested
 
 
 def load_run_data(args: LightNerTrainingArguments) -> RunData:
@@ -136,7 +172,8 @@ def load_run_data(args: LightNerTrainingArguments) -> RunData:
         if warning:
             logger.warning(warning)
         splits = {name: restrict_to_types(sentences, types) for name, sentences in splits.items()}
-    return RunData(splits["train"], splits["dev"], splits["test"], types)
+    shapes = resolve_entity_shapes(args.entity_shapes, splits["train"], args.train_file)
+    return RunData(splits["train"], splits["dev"], splits["test"], types, shapes)
 
 
 def encode_file_sentences(
@@ -162,13 +199,17 @@ def encode_file_sentences(
 def encode_examples(
     tokenizer, sentences: Sequence[Sentence], types: Sequence[str], max_positions: int, path: str = "training data"
 ) -> list[tuple[EncodedSentence, list[int]]]:
-    """Source ids and pointer targets of every sentence, computed once before training."""
+    """Source ids and pointer targets of every sentence, computed once before training; an entity the targets cannot
+    hold (a type outside `types`) raises `DataFormatError` naming the file, the sentence's line and the entity."""
     type_ids = {name: index for index, name in enumerate(types)}
     encoded = encode_file_sentences(tokenizer, sentences, path, max_positions)
-    return [
-        (source, encode_target(source, sentence.entities, type_ids, index))
-        for index, (source, sentence) in enumerate(zip(encoded, sentences))
-    ]
+    examples = []
+    for number, (source, sentence) in enumerate(zip(encoded, sentences), start=1):
+        try:
+            examples.append((source, encode_target(source, sentence.entities, type_ids, number)))
+        except ValueError as error:
+            raise DataFormatError(sentence.source or path, sentence.line, str(error)) from None
+    return examples
 
 
 def check_evaluation_files(tokenizer, args: LightNerTrainingArguments, data: RunData, max_positions: int) -> None:
@@ -195,7 +236,7 @@ class Collator:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def build_model(args: LightNerTrainingArguments, types: Sequence[str]) -> LightNerModel:
+def build_model(args: LightNerTrainingArguments, types: Sequence[str], entity_shapes: str) -> LightNerModel:
     """A fresh adapter on the backbone. The backbone loader refuses what would train on random weights (a folder
     holding another model, weights that did not load) and says what to do when the backbone cannot be fetched."""
     model = LightNerModel.from_backbone(
@@ -210,6 +251,7 @@ def build_model(args: LightNerTrainingArguments, types: Sequence[str]) -> LightN
         beam_width=args.num_beams,
         training_data=data_name(args.train_file),
         training_dataset_id=split_source(args.train_file)[0] if is_hub_dataset(args.train_file) else None,
+        entity_shapes=entity_shapes,
     )
     if args.init_prompts_from:
         init_prompts_from(model, args.init_prompts_from)
@@ -425,7 +467,7 @@ def train(args: LightNerTrainingArguments) -> dict[str, Any]:
     accelerator = make_accelerator(args, output_dir)
     set_seed(args.seed)
     data = load_run_data(args)
-    model = build_model(args, data.types)
+    model = build_model(args, data.types, data.entity_shapes)
     max_positions = model.backbone.config.max_position_embeddings
     examples = encode_examples(model.tokenizer, data.train, data.types, max_positions, args.train_file)
     check_evaluation_files(model.tokenizer, args, data, max_positions)

@@ -202,3 +202,49 @@ def test_importing_lightner_metrics_does_not_import_evaluate():
     # The scoring shares a file with the `evaluate` wrapper; importing `evaluate` would cost seconds.
     code = "import sys, lightner.metrics; assert 'evaluate' not in sys.modules and 'datasets' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
+
+
+def random_flat_corpus(seed: int, sentences: int = 300):
+    """Flat gold spans over random sentence lengths, and predictions perturbed from them (`perturb`)."""
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 25) for _ in range(sentences)]
+    gold = []
+    for length in lengths:
+        spans, cursor = [], 0
+        while cursor < length:
+            start = cursor + rng.randint(0, 4)
+            end = min(length, start + rng.randint(1, 3))
+            if start < end:
+                spans.append(Span(start, end, rng.choice(["PER", "LOC", "ORG"])))
+            cursor = end
+        gold.append(spans)
+    return gold, perturb(gold, lengths, ["PER", "LOC", "ORG", "MISC"], seed=seed), lengths
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fragments_leave_flat_scores_equal_to_seqeval(seed):
+    gold, pred, lengths = random_flat_corpus(seed)
+    result = span_f1(gold, pred)
+    assert_equals_seqeval(result, gold, pred, lengths)
+    # Flat entities written with their one fragment score the same; all of them are flat, none nested or discontinuous.
+    fragmented = [[{"start": s, "end": e, "type": t, "fragments": [[s, e]]} for s, e, t in spans] for spans in pred]
+    assert span_f1(gold, fragmented) == result
+    shapes = result["per_shape"]
+    assert shapes["flat"]["support"] == result["num_gold"] and shapes["flat"]["predicted"] == result["num_pred"]
+    assert shapes["flat"]["correct"] == result["num_correct"] and shapes["flat"]["f1"] == result["f1"]
+    assert shapes["nested"]["support"] == shapes["discontinuous"]["support"] == 0
+
+
+def test_evaluate_module_scores_fragments(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
+    evaluate = pytest.importorskip("evaluate")
+    metric = evaluate.load(str(SPAN_F1_DIR), cache_dir=str(tmp_path))
+    gold = [[{"start": 2, "end": 6, "type": "ADR", "fragments": [[2, 3], [5, 6]]}]]
+    gold[0].append({"start": 4, "end": 6, "type": "ADR"})  # entities with and without fragments mix
+    pred = [[{"start": 2, "end": 6, "type": "ADR", "fragments": [[2, 3], [4, 6]]}, gold[0][1]]]
+    result = metric.compute(predictions=pred, references=gold)
+    assert result == span_f1(gold, pred) and result["num_correct"] == 1
+    assert result["per_shape"]["discontinuous"]["support"] == 1 and result["per_shape"]["nested"]["correct"] == 1
+    metric.add(prediction=gold[0], reference=gold[0])
+    assert metric.compute()["f1"] == 1.0

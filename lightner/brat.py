@@ -1,0 +1,231 @@
+"""BRAT standoff annotations: a `.txt` document beside an `.ann` file of character-offset annotations.
+
+The format CADEC, ShARe and most clinical corpora ship in, and the one that can write discontinuous mentions:
+
+    T1<TAB>ADR 10 16;27 31<TAB>muscle pain
+
+is an `ADR` entity of two fragments, characters `[10, 16)` and `[27, 31)` of the `.txt`. Only text-bound (`T`)
+lines are entities; notes (`#`), relations (`R`), events (`E`), attributes (`A`, `M`), normalisations (`N`) and
+equivalences (`*`) are skipped. Event triggers are `T` lines too and so read as entities (leave them out with
+`--types`).
+
+Reading turns a document into `Sentence`s: words as the pipeline splits raw text (`text_utils.split_words`), one
+sentence per line (brat's own convention), except that lines an entity spans are one sentence. Every fragment must
+start where a word starts and end where a word ends; one that does not (`pain` annotated inside `pains`) is an error
+naming the `.ann` file, its line and the entity, or with `skip_misaligned` is left out and counted, since a corpus
+tokenised differently from the model would otherwise stop at its first such annotation.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+from lightner.text_utils import join_words, split_words
+from lightner.tokenization_utils import FRAGMENT_SEPARATOR
+
+from .data import DataFormatError, Entity, Sentence, _read_text, make_span
+
+logger = logging.getLogger(__name__)
+
+ANN_SUFFIX = ".ann"
+TEXT_SUFFIX = ".txt"
+# First characters of the standoff lines that are not entities (BRAT's annotation kinds), skipped when reading.
+SKIPPED_KINDS = "#RAEMN*"
+
+
+@dataclass(frozen=True)
+class TextBound:
+    """One `T` line: its id, type, character fragments `[start, end)` in order, the text it quotes, its line."""
+
+    id: str
+    type: str
+    fragments: tuple[tuple[int, int], ...]
+    text: str | None
+    line: int
+
+
+def parse_ann(path: Path, content: str) -> list[TextBound]:
+    """The `T` lines of an `.ann` file's `content`; other annotation kinds and blank lines are skipped, anything
+    else raises `DataFormatError` naming the file and line."""
+    entities = []
+    for number, line in enumerate(content.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip() or line[0] in SKIPPED_KINDS:
+            continue
+        if line[0] != "T":
+            raise DataFormatError(path, number, f"not a BRAT annotation line: {line[:60]!r}")
+        entities.append(_parse_text_bound(path, number, line))
+    return entities
+
+
+def _parse_text_bound(path: Path, number: int, line: str) -> TextBound:
+    columns = line.split("\t")
+    identifier = columns[0]
+    if len(columns) < 2 or " " not in columns[1].strip():
+        raise DataFormatError(path, number, f"entity {identifier}: expected 'ID<TAB>TYPE START END[;START END...]'")
+    entity_type, offsets = columns[1].strip().split(" ", 1)
+    fragments = []
+    for fragment in offsets.split(";"):
+        bounds = fragment.split()
+        if len(bounds) != 2 or not all(bound.isdigit() for bound in bounds) or int(bounds[0]) >= int(bounds[1]):
+            raise DataFormatError(
+                path, number, f"entity {identifier} ({entity_type}): offsets {fragment.strip()!r} are not 'START END' "
+                "with START < END",
+            )  # fmt: skip
+        fragments.append((int(bounds[0]), int(bounds[1])))
+    text = columns[2] if len(columns) > 2 else None
+    return TextBound(identifier, entity_type, tuple(fragments), text, number)
+
+
+def read_brat(path: str | PathLike, *, skip_misaligned: bool = False) -> list[Sentence]:
+    """Sentences of a BRAT corpus: a folder (searched recursively) of `.ann` files each with its `.txt` beside it, or
+    one `.ann` file. Documents are read in path order; a `.txt` without an `.ann` is not read.
+
+    Raises `DataFormatError` naming the file, line and entity for: an `.ann` without its `.txt`, a line that is not
+    BRAT, offsets past the end of the text, fragments out of order or overlapping, and (unless `skip_misaligned`) a
+    fragment that does not start and end on word boundaries or whose quoted text is not the text at its offsets.
+    Skipped annotations are logged with their count and the first of them.
+    """
+    path = Path(path)
+    if path.is_dir():
+        annotation_files = sorted(path.rglob(f"*{ANN_SUFFIX}"))
+        if not annotation_files:
+            raise DataFormatError(path, None, f"no {ANN_SUFFIX} files in this folder")
+    else:
+        annotation_files = [path]
+    sentences: list[Sentence] = []
+    skipped: list[DataFormatError] = []
+    for ann_path in annotation_files:
+        sentences.extend(read_brat_document(ann_path, skip_misaligned=skip_misaligned, skipped=skipped))
+    if skipped:
+        logger.warning("skipped %d misaligned BRAT annotations; the first: %s", len(skipped), skipped[0])
+    return sentences
+
+
+def read_brat_document(
+    ann_path: Path, *, skip_misaligned: bool = False, skipped: list[DataFormatError] | None = None
+) -> list[Sentence]:
+    """The sentences of one document (see `read_brat`); each misaligned annotation skipped is appended to
+    `skipped`."""
+    text_path = ann_path.with_suffix(TEXT_SUFFIX)
+    if not ann_path.is_file():
+        raise DataFormatError(ann_path, None, "no such annotation file")
+    if not text_path.is_file():
+        raise DataFormatError(ann_path, None, f"its text {text_path.name} is missing (BRAT keeps it beside the .ann)")
+    text = _read_text(text_path)
+    spans = split_words(text)
+    entities = []  # (first word, last word, entity with document word offsets)
+    for bound in parse_ann(ann_path, _read_text(ann_path)):
+        try:
+            entities.append(_word_entity(ann_path, bound, text, spans))
+        except _Misaligned as error:
+            if not skip_misaligned:
+                raise error.error from None
+            if skipped is not None:
+                skipped.append(error.error)
+    return _sentences(text, spans, entities, str(text_path))
+
+
+class _Misaligned(Exception):
+    """An annotation that does not fit the words: an error, or skipped with `skip_misaligned`."""
+
+    def __init__(self, error: DataFormatError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _word_entity(ann_path: Path, bound: TextBound, text: str, spans: Sequence[tuple[int, int]]) -> Entity:
+    """`bound` in document word offsets; offsets past the text and bad fragment lists always raise."""
+    where = f"entity {bound.id} ({bound.type} {';'.join(f'{s} {e}' for s, e in bound.fragments)})"
+    if any(end > len(text) for _, end in bound.fragments):
+        raise DataFormatError(ann_path, bound.line, f"{where}: offsets past the end of the text ({len(text)} chars)")
+    quoted = FRAGMENT_SEPARATOR.join(text[start:end] for start, end in bound.fragments)
+    if bound.text is not None and bound.text.split() != quoted.split():
+        raise _Misaligned(
+            DataFormatError(ann_path, bound.line, f"{where}: quotes {bound.text!r}, but its offsets hold {quoted!r}")
+        )
+    starts, ends = [start for start, _ in spans], [end for _, end in spans]
+    fragments = []
+    for start, end in bound.fragments:
+        first, last = bisect.bisect_left(starts, start), bisect.bisect_left(ends, end)
+        if first == len(starts) or starts[first] != start or last == len(ends) or ends[last] != end:
+            words = [text[s:e] for s, e in spans if s < end and e > start]
+            raise _Misaligned(
+                DataFormatError(
+                    ann_path,
+                    bound.line,
+                    f"{where}: {text[start:end]!r} does not start and end on word boundaries "
+                    f"(the words there are {words}); fix the offsets or pass --skip-misaligned",
+                )  # fmt: skip
+            )
+        fragments.append((first, last + 1))
+    try:
+        return make_span(fragments, bound.type)
+    except ValueError as error:
+        raise DataFormatError(ann_path, bound.line, f"{where}: {error}") from None
+
+
+def _sentences(text: str, spans: Sequence[tuple[int, int]], entities: Sequence[Entity], source: str) -> list[Sentence]:
+    """One sentence per line, lines an entity spans joined; entities move to sentence word offsets."""
+    starts = {0} | {i for i in range(1, len(spans)) if "\n" in text[spans[i - 1][1] : spans[i][0]]}
+    for entity in entities:
+        starts -= set(range(entity.start + 1, entity.end))
+    bounds = sorted(starts) + [len(spans)]
+    sentences = []
+    by_start = sorted(entities, key=lambda entity: entity.start)
+    cursor = 0
+    for first, end in zip(bounds, bounds[1:]):
+        own = []
+        while cursor < len(by_start) and by_start[cursor].start < end:
+            entity = by_start[cursor]
+            own.append(make_span([(s - first, e - first) for s, e in entity.fragments], entity.type))
+            cursor += 1
+        words = [text[s:e] for s, e in spans[first:end]]
+        sentences.append(Sentence(words, own, line=text.count("\n", 0, spans[first][0]) + 1, source=source))
+    return sentences
+
+
+def write_brat(
+    sentences: Sequence[Sentence], path: str | PathLike, scores: Sequence[Mapping[Entity, float]] | None = None
+) -> Path:
+    """Write `sentences` as one BRAT document: `path` (an `.ann` file, its `.txt` beside it) or, for a path without
+    that suffix, the folder `path` holding `<folder name>.txt` and `.ann`. Returns the `.ann` path.
+
+    The text has one sentence per line, words joined by single spaces, so `read_brat` reads the same sentences back;
+    a sentence whose words would not read back as they are (a word holding a space, or one `split_words` cuts in two,
+    like `Paris.`) raises `ValueError` naming it, before anything is written. With `scores` (per sentence, a score
+    for each of its entities), each entity gets an `AnnotatorNotes` line `score 0.9731`, which `read_brat` skips.
+    """
+    path = Path(path)
+    if path.suffix != ANN_SUFFIX:
+        path = path / f"{path.name}{ANN_SUFFIX}"
+    lines, annotations, offset, number = [], [], 0, 0
+    for index, sentence in enumerate(sentences):
+        line, spans = join_words(sentence.words)
+        if split_words(line) != spans:
+            raise ValueError(
+                f"sentence {index + 1}: its words {sentence.words} would not read back from BRAT text as the same "
+                "words (BRAT text is split into words as raw text is)"
+            )
+        for entity in sentence.entities:
+            number += 1
+            fragments = [(offset + spans[s][0], offset + spans[e - 1][1]) for s, e in entity.fragments]
+            quoted = FRAGMENT_SEPARATOR.join(" ".join(sentence.words[s:e]) for s, e in entity.fragments)
+            offsets = ";".join(f"{start} {end}" for start, end in fragments)
+            annotations.append(f"T{number}\t{entity.type} {offsets}\t{quoted}\n")
+            if scores is not None:
+                annotations.append(f"#{number}\tAnnotatorNotes T{number}\tscore {scores[index][entity]:.4f}\n")
+        lines.append(line + "\n")
+        offset += len(line) + 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(TEXT_SUFFIX).write_text("".join(lines), encoding="utf-8", newline="")
+    path.write_text("".join(annotations), encoding="utf-8", newline="")
+    return path
+
+
+__all__ = ["ANN_SUFFIX", "TEXT_SUFFIX", "TextBound", "parse_ann", "read_brat", "read_brat_document", "write_brat"]
