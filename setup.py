@@ -35,7 +35,7 @@ setup(
         "PyYAML>=6.0.3,<7",
     ],
     extras_require={
-        "test": ["pytest>=9.0.3,<10", "seqeval>=1.2.2,<2", "ruff>=0.17.6,<0.18"],
+        "test": ["pytest>=9.0.3,<10", "seqeval>=1.2.2,<2", "ruff>=0.17.6,<0.18", "spacy>=3.8.18,<4"],
     },
     entry_points={"console_scripts": ["lightner=lightner.cli:main"]},
 )
