@@ -385,13 +385,14 @@ def test_one_format_table_detects_reads_and_writes(tmp_path):
     # Detection from the path alone: a folder or a new suffix-less path is a datasets folder, .jsonl/.json JSON Lines.
     (tmp_path / "plain").write_text("x O\n")
     expected = {"folder": "hf", "new-folder": "hf", "a.jsonl": "jsonl", "a.JSON": "jsonl", "a.txt": "conll"}
+    expected["a.ann"] = "brat"
     (tmp_path / "folder").mkdir()
     assert {name: detect_format(tmp_path / name) for name in expected} == expected
     assert detect_format(tmp_path / "plain") == "conll"  # an existing file without suffix
     assert set(LABELLED_FORMATS) == {"brat", "hf", "jsonl", "conll"} and FORMATS["text"].write is None
 
     sentences = [Sentence(WORDS, SPANS), Sentence(["Hello"])]
-    for name in ("out.jsonl", "out.txt", "out-hf"):
+    for name in ("out.jsonl", "out.txt", "out-hf", "out.ann"):
         write_sentences(sentences, tmp_path / name)
         assert read_sentences(tmp_path / name) == sentences, name
     with pytest.raises(ValueError, match="unknown data format 'text'"):
