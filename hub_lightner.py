@@ -583,8 +583,9 @@ class LightNerHubMixin:
                 dtype=options.dtype,
                 device=options.device,
                 share=False,
-                subfolder=config.backbone_subfolder,
-                **hub,
+                # A trained backbone lives in the adapter repository, below the adapter's own subfolder if any.
+                subfolder=os.path.join(hub.get("subfolder", ""), config.backbone_subfolder),
+                **{key: value for key, value in hub.items() if key != "subfolder"},
             )
         if backbone is None:
             backbone = load_backbone(
