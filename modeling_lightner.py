@@ -156,6 +156,12 @@ class PromptKeyValues:
             {kind: t if t.shape[2] == 1 else t.repeat_interleave(repeats, dim=2) for kind, t in self.tensors.items()}
         )
 
+    def select_rows(self, rows: torch.Tensor) -> PromptKeyValues:
+        """Only the rows `rows` (sentences leaving a search); shared prompts are kept as they are."""
+        return PromptKeyValues(
+            {kind: t if t.shape[2] == 1 else t.index_select(2, rows) for kind, t in self.tensors.items()}
+        )
+
     def for_module(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
         """This attention module's prompt keys and values, `[batch or 1, heads, L, head_dim]` each, if it has any."""
         tensors = self.tensors.get(attention_kind(module))
@@ -438,6 +444,15 @@ class AdapterBatch:
             ),
         )
 
+    def select_rows(self, rows: torch.Tensor) -> AdapterBatch:
+        """Only the rows `rows` (sentences leaving a search); shared tensors are kept as they are."""
+        if self.index_token_ids.shape[0] == 1:
+            return self
+        return AdapterBatch(
+            self.prompts.select_rows(rows),
+            *(t.index_select(0, rows) for t in (self.index_token_ids, self.type_embeddings, self.type_mask)),
+        )
+
 
 @dataclass
 class EncodedSource:
@@ -456,6 +471,10 @@ class EncodedSource:
     def repeat_rows(self, repeats: int) -> EncodedSource:
         """Each sentence `repeats` times in a row (beam expansion): the encoder ran once per sentence."""
         return EncodedSource(*(t.repeat_interleave(repeats, dim=0) for t in vars(self).values()))
+
+    def select_rows(self, rows: torch.Tensor) -> EncodedSource:
+        """Only the rows `rows`: sentences that finished leave the batch, and the decoder reads no more of them."""
+        return EncodedSource(*(t.index_select(0, rows) for t in vars(self).values()))
 
 
 @dataclass
