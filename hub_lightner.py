@@ -84,14 +84,20 @@ SHARED_BACKBONES = SharedBackbones()
 
 
 def load_backbone(
-    name_or_path: str, dtype: torch.dtype | None = None, share: bool = True, subfolder: str = ""
+    name_or_path: str,
+    dtype: torch.dtype | None = None,
+    share: bool = True,
+    subfolder: str = "",
+    quantize: str | None = None,
 ) -> BartModel:
-    """The BART backbone at `name_or_path` (a Hub id or a local folder), shared with other adapters when frozen.
+    """The BART backbone at `name_or_path` (a Hub id or a local folder), shared with other adapters when frozen;
+    `quantize="int8"` quantizes its linear layers (`quantize_backbone`), and every adapter asking for that shares it.
 
     Refuses, naming the folder: a folder that does not exist, one that holds something else than a BART model (an
     adapter, say), and one whose weights do not all load (transformers would initialise the rest at random).
     """
-    key = (str(name_or_path), subfolder, str(dtype))
+    check_quantize(quantize, dtype)
+    key = (str(name_or_path), subfolder, str(dtype), quantize)
     if share and SHARED_BACKBONES.get(key) is not None:
         return SHARED_BACKBONES.get(key)
     where = os.path.join(name_or_path, subfolder) if subfolder else name_or_path
@@ -126,9 +132,121 @@ def load_backbone(
             f"{where} is not a complete BART backbone: {len(not_loaded)} of its weights are missing or misshapen in "
             f"its {ADAPTER_WEIGHTS_NAME} ({', '.join(not_loaded[:3])}{', ...' if len(not_loaded) > 3 else ''})"
         )
+    if quantize is not None:
+        quantize_backbone(backbone, quantize)
     if share:
         SHARED_BACKBONES.put(key, backbone)
     return backbone
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Low precision: the dtype the backbone computes in, and int8 linear layers
+# ---------------------------------------------------------------------------------------------------------------------
+
+COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+QUANTIZATIONS = ("int8",)
+
+
+def check_dtype(dtype: torch.dtype | str | None, argument: str = "dtype") -> torch.dtype | None:
+    """`dtype` (a `torch.dtype` or its name, "bfloat16") as a floating dtype that the backbone can compute in and the
+    adapter's prompts can be cast to; None stays None (the backbone's own). Anything else is refused by name."""
+    if dtype is None:
+        return None
+    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if resolved not in COMPUTE_DTYPES:
+        names = ", ".join(str(d).removeprefix("torch.") for d in COMPUTE_DTYPES)
+        raise ValueError(
+            f"{argument}={dtype!r}: the adapter's prompts cannot be cast to it; use one of {names}"
+            + (" (int8 weights: pass quantize='int8')" if "int" in str(dtype) else "")
+        )
+    return resolved
+
+
+def check_quantize(quantize: str | None, dtype: torch.dtype | None = None) -> None:
+    """Refuse, by name, a quantization other than `QUANTIZATIONS` and int8 combined with a non-float32 dtype."""
+    if quantize is None:
+        return
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize={quantize!r} is not supported; choose one of {list(QUANTIZATIONS)} or None")
+    if dtype not in (None, torch.float32):
+        raise ValueError(
+            f"quantize={quantize!r} keeps the backbone's other weights in float32 and cannot be combined with "
+            f"dtype={dtype}; use one or the other"
+        )
+
+
+class Int8Linear(torch.nn.Module):
+    """A frozen `nn.Linear` with int8 weights (one scale per output feature) and int8 inputs quantized row by row at
+    every call (dynamic quantization), multiplied into int32 by `torch._int_mm`.
+
+    Why rows rather than one scale per tensor (as `torch.ao`'s dynamic linear does): each row's result then depends
+    on that row alone, so a sentence gets the same output alone, in a batch, or after others left the batch; and one
+    outlier row cannot coarsen every other row's quantization.
+    """
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()  # [out, in]
+        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127  # [out]
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight_int8", (weight / scale[:, None]).round().to(torch.int8))  # [out, in]
+        self.register_buffer("weight_scale", scale)  # [out]
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())  # [out]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).float()  # [rows, in]
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / 127  # [rows, 1]
+        quantized = (rows / scale).round_().to(torch.int8)  # [rows, in]
+        out = torch._int_mm(quantized, self.weight_int8.t()).float().mul_(scale).mul_(self.weight_scale)  # [rows, out]
+        if self.bias is not None:
+            out.add_(self.bias)
+        return out.view(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def quantize_backbone(backbone: BartModel, quantize: str = "int8") -> BartModel:
+    """Replace the backbone's linear layers, in place, by `Int8Linear`; embeddings, layer norms and attention stay in
+    float32. Returns the backbone.
+
+    Why: a decoding step on CPU is mostly linear layers at a few dozen rows, where int8 products (VNNI/AMX) are
+    several times faster than float32 and the weights take a quarter of the memory. Every adapter on the backbone uses
+    it; an adapter itself is never quantized. For inference only: no gradients flow through the int8 layers.
+    Refuses, naming what is missing: a backbone not in float32 on the CPU, or a torch build without the int8 kernel.
+    """
+    check_quantize(quantize)
+    if is_quantized(backbone):
+        return backbone
+    reference = next(backbone.parameters())
+    if reference.device.type != "cpu" or reference.dtype != torch.float32:
+        raise ValueError(
+            f"quantize={quantize!r} needs a float32 backbone on the CPU (the int8 layers are written for it); this "
+            f"one is {reference.dtype} on {reference.device} (on a GPU use dtype=torch.bfloat16 instead)"
+        )
+    _check_int8_kernel()
+    linears = [(name, module) for name, module in backbone.named_modules() if isinstance(module, torch.nn.Linear)]
+    for name, linear in linears:
+        parent, _, child = name.rpartition(".")
+        setattr(backbone.get_submodule(parent), child, Int8Linear(linear))
+    return backbone
+
+
+def is_quantized(backbone: torch.nn.Module) -> bool:
+    """Whether `quantize_backbone` quantized this backbone's linear layers."""
+    return any(isinstance(module, Int8Linear) for module in backbone.modules())
+
+
+def _check_int8_kernel() -> None:
+    """Run the int8 product once on two tiny matrices, so that a torch build without it fails here, by name."""
+    probe = torch.ones(2, 4, dtype=torch.int8)
+    try:
+        torch._int_mm(probe, probe.t())
+    except (RuntimeError, NotImplementedError, AttributeError) as error:
+        raise RuntimeError(
+            "quantize='int8' needs torch._int_mm, the int8 x int8 -> int32 matrix product, on the CPU, and this "
+            f"torch build ({torch.__version__}) lacks it: {error}. Use dtype=torch.bfloat16 instead."
+        ) from error
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -315,15 +433,21 @@ class LightNerHubMixin:
         backbone: str | os.PathLike,
         entity_types: Sequence[str] | Mapping[str, str],
         tokenizer=None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
+        quantize: str | None = None,
         **config_overrides,
     ):
         """A fresh adapter on a pretrained backbone (hub id or local path).
 
         `entity_types` is a list of type names (label words derived from them) or a dict type -> label words.
+        `dtype` is the backbone's (the adapter stays float32); `quantize="int8"` quantizes the frozen backbone's
+        linear layers for inference (`quantize_backbone`), so such a model predicts but cannot be trained.
         """
+        dtype = check_dtype(dtype)
         config = LightNerConfig.from_entity_types(str(backbone), entity_types, **config_overrides)
-        backbone_model = load_backbone(str(backbone), dtype=dtype, share=config.freeze_backbone)
+        if quantize is not None and not config.freeze_backbone:
+            raise ValueError(f"quantize={quantize!r} is for a frozen backbone; full fine-tuning needs float weights")
+        backbone_model = load_backbone(str(backbone), dtype=dtype, share=config.freeze_backbone, quantize=quantize)
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(str(backbone))
         return cls(config, backbone=backbone_model, tokenizer=tokenizer, reparameterize=True)
 
@@ -336,23 +460,32 @@ class LightNerHubMixin:
         backbone: BartModel | None = None,
         tokenizer=None,
         dtype: torch.dtype | str | None = None,
+        quantize: str | None = None,
         **kwargs,
     ):
         """Load the backbone named in the adapter's config, then the adapter on top of it.
 
         A frozen backbone is shared: adapters loaded one after another in a process use the same backbone tensors
         (pass `backbone=` to share one explicitly). Hub arguments (`revision`, `cache_dir`, `token`,
-        `local_files_only`, `subfolder`, ...) apply to the adapter repository.
+        `local_files_only`, `subfolder`, ...) apply to the adapter repository. Low precision for inference: `dtype`
+        (`torch.bfloat16`, ...) is the backbone's, and `quantize="int8"` quantizes its linear layers
+        (`quantize_backbone`); the adapter stays float32 either way, so saving it again writes the same tensors.
         """
         path, hub = str(pretrained_model_name_or_path), hub_kwargs(kwargs)
         dtype = None if dtype == "auto" else dtype  # what `pipeline()` asks for: keep the backbone's own dtype
+        dtype = check_dtype(dtype)
+        check_quantize(quantize, dtype)
+        if backbone is not None and quantize is not None and not is_quantized(backbone):
+            raise ValueError("quantize= applies to a backbone loaded here; quantize_backbone(backbone) one you pass")
         if config is None:
             config = load_adapter_config(path, **hub)
         state = read_adapter_file(path, **hub)
         if backbone is None and config.backbone_subfolder:
-            backbone = load_backbone(path, dtype=dtype, share=False, subfolder=config.backbone_subfolder)
+            backbone = load_backbone(
+                path, dtype=dtype, share=False, subfolder=config.backbone_subfolder, quantize=quantize
+            )
         if backbone is None:
-            backbone = load_backbone(config.backbone, dtype=dtype, share=config.freeze_backbone)
+            backbone = load_backbone(config.backbone, dtype=dtype, share=config.freeze_backbone, quantize=quantize)
         if tokenizer is None:
             tokenizer = load_tokenizer(path, config=config, **hub)
         model = cls(config, backbone=backbone, tokenizer=tokenizer, reparameterize=False)
@@ -377,7 +510,7 @@ class LightNerHubMixin:
         if not config.freeze_backbone:
             self.backbone.save_pretrained(os.path.join(save_directory, TRAINED_BACKBONE_FOLDER))
             config.backbone_subfolder = TRAINED_BACKBONE_FOLDER
-        dtype = getattr(torch, adapter_dtype) if isinstance(adapter_dtype, str) else adapter_dtype
+        dtype = check_dtype(adapter_dtype, "adapter_dtype")
         previous = self.active_adapter
         self.set_adapter(name)
         try:
@@ -446,6 +579,10 @@ __all__ = [
     "TRAINED_BACKBONE_FOLDER",
     "add_endpoint_handler",
     "add_pipeline_to_folder",
+    "check_dtype",
+    "Int8Linear",
+    "is_quantized",
+    "quantize_backbone",
     "load_adapter_config",
     "load_backbone",
     "load_tokenizer",
