@@ -229,7 +229,23 @@ def quantize_backbone(backbone: BartModel, quantize: str = "int8") -> BartModel:
     for name, linear in linears:
         parent, _, child = name.rpartition(".")
         setattr(backbone.get_submodule(parent), child, Int8Linear(linear))
+    del linears, linear
+    _return_freed_memory()
     return backbone
+
+
+def _return_freed_memory() -> None:
+    """Hand the freed float32 weights back to the operating system (glibc's `malloc_trim`), which the C allocator
+    would otherwise keep, so that the quantized model's resident memory is what it holds; a no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name) if libc_name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def is_quantized(backbone: torch.nn.Module) -> bool:
