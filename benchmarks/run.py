@@ -20,7 +20,7 @@ Every generation method does the same work: decoding is forced to the reference'
 (`config.max_output_length(longest source in the batch)`) by making `</s>` unreachable (see `force_full_length`).
 Generation and training run in separate subprocesses so that each one's peak memory is its own.
 
-    python benchmarks/run.py --json          # full setting: 12-15 minutes on 2 CPU cores
+    python benchmarks/run.py --json          # full setting: 12-15 minutes on 2 quiet cores before issue 13, more now
     python benchmarks/run.py --quick --json  # smoke setting (16 sentences, 8 steps): under a minute
 
 A table goes to stderr; with `--json`, one JSON object goes to stdout.
