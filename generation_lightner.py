@@ -4,7 +4,8 @@ decoder cache they run on.
 The decoder input at each step is a function of the source (a pointer reads the token it points at), which is why
 this loop is LightNER's own rather than `GenerationMixin.generate`. As transformers keeps logits processors apart from
 the search, the rules of what may be written next are their own classes (`PointerGrammar`, `EntityShapeGrammar`,
-`LengthLimit`): a new decoding constraint is one class with `allowed` and `advance`; `BeamSearch` only keeps the beams.
+`LengthLimit`): a new decoding constraint is one class with `allowed`, `advance` and `select_rows` (sentences leave
+the search when they finish); `BeamSearch` only keeps the beams.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
 from transformers.utils import ModelOutput
 
@@ -80,6 +82,18 @@ class ReservedRoomLayer(DynamicLayer):
             self._key_room[:, :, :filled] = self.keys.index_select(0, beam_idx.to(self.device))
             self._value_room[:, :, :filled] = self.values.index_select(0, beam_idx.to(self.device))
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep only the rows `indices` (sentences leaving the batch), in new room of the same length."""
+        if not self.is_initialized:
+            return
+        filled = self.keys.shape[-2]
+        for name in ("_key_room", "_value_room"):
+            old = getattr(self, name)
+            new = old.new_empty((indices.shape[0], *old.shape[1:]))  # [kept, heads, room, head_dim]
+            new[:, :, :filled] = old[:, :, :filled].index_select(0, indices.to(old.device))
+            setattr(self, name, new)
+        self.keys, self.values = self._key_room[:, :, :filled], self._value_room[:, :, :filled]
+
 
 def decoding_cache(decoder_layers: int, max_steps: int) -> EncoderDecoderCache:
     """Self-attention keys in room reserved for `max_steps` steps; cross-attention keys are written once."""
@@ -105,6 +119,9 @@ class LengthLimit:
 
     def advance(self, source: torch.Tensor, chosen: torch.Tensor) -> None:
         """Follow the beams: row r now continues row `source[r]` and wrote `chosen[r]`."""
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` (finished sentences left the search)."""
 
 
 class PointerGrammar:
@@ -156,6 +173,12 @@ class PointerGrammar:
         is_pointer = chosen >= self.first_pointer
         self.open_word = torch.where(is_pointer, pointed_word, torch.where(chosen >= FIRST_TYPE_INDEX, -1, open_word))
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` (finished sentences left the search)."""
+        self.word_of_position, self.word_start, self.open_word = (
+            t.index_select(0, rows) for t in (self.word_of_position, self.word_start, self.open_word)
+        )
+
 
 class EntityShapeGrammar(PointerGrammar):
     """`PointerGrammar` under each sentence's `entity_shapes` (its adapter's setting).
@@ -195,6 +218,13 @@ class EntityShapeGrammar(PointerGrammar):
         pointers |= (self.gaps & is_open & (steps_left >= 3))[:, None] & (word > self.open_word[:, None])
         return allowed
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` (sentences that finished leave the search), this grammar's own state included."""
+        super().select_rows(rows)
+        self.flat, self.gaps, self.closed_word = (
+            t.index_select(0, rows) for t in (self.flat, self.gaps, self.closed_word)
+        )
+
     def advance(self, source: torch.Tensor, chosen: torch.Tensor) -> None:
         """Follow the beams; a type index closes the open entity at the word it had reached."""
         open_word = self.open_word[source]  # [rows], before this step's index
@@ -209,11 +239,15 @@ class EntityShapeGrammar(PointerGrammar):
 
 
 class BeamSearch:
-    """The beams of a batched search over output indices; rows are `sentence * num_beams + beam`.
+    """The beams of a batched search over output indices; rows are `sentence * num_beams + beam` among the sentences
+    still searching.
 
     Keeps, per row, the indices written so far, their log-probabilities and whether `</s>` was written; a constraint
     (`PointerGrammar` or `LengthLimit`) says what each row may write. Finished hypotheses keep writing `</s>` at no
-    cost, so beams stay sorted by the sum of their token log-probabilities and the first beam is the best found.
+    cost, so beams stay sorted by the sum of their token log-probabilities and the first beam is the best found. A
+    sentence whose beams have all finished (or reached its length limit) can no longer change its best beam, so
+    `retire_finished` takes it out of the search: a batch then costs about the sum of its outputs' lengths rather than
+    its longest output times its size.
     """
 
     def __init__(self, constraint, limits: Sequence[int], num_beams: int, device: torch.device):
@@ -223,28 +257,61 @@ class BeamSearch:
         self.max_length = torch.tensor(limits, device=device).repeat_interleave(num_beams)  # [rows]
         self.sequences = torch.full((rows, 1), START_INDEX, dtype=torch.long, device=device)  # [rows, 1 + steps]
         self.log_probs = torch.zeros((rows, 0), device=device)  # [rows, steps]
-        self.scores = torch.zeros(batch, num_beams, device=device)  # [batch, beams]
+        self.scores = torch.zeros(batch, num_beams, device=device)  # [sentences, beams]
         self.scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
         self.finished = torch.zeros(rows, dtype=torch.bool, device=device)  # [rows]
-        self._sentence_offset = torch.arange(batch, device=device)[:, None] * num_beams  # [batch, 1]
+        self.sentences = list(range(batch))  # the batch position of each sentence still searching
+        self.rows = torch.arange(rows, device=device)  # [rows] the batch row each searching row has
+        self._retired: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # sentence -> its best beam's outputs
 
     @property
     def steps(self) -> int:
         return self.log_probs.shape[1]
 
     def done(self) -> bool:
-        """Every row finished or out of steps: the loop's one host-device synchronisation per step."""
-        return self.steps >= self.max_steps or bool(self.finished.all())
+        """No sentence left searching."""
+        return not self.sentences
+
+    def retire_finished(self) -> torch.Tensor | None:
+        """Take the sentences whose beams all finished, or reached their length limit, out of the search.
+
+        Returns the rows `[kept rows]` (indices among the current rows) that keep searching, for the caller to select
+        whatever else it keeps per row (cache, encoder states, adapters), or None when every row stays. Reading which
+        sentences finished is the loop's one host-device synchronisation per step.
+        """
+        if self.steps >= self.max_steps:
+            leaving = [True] * len(self.sentences)
+        else:
+            over = self.finished | (self.max_length <= self.steps)  # [rows]
+            leaving = over.view(-1, self.num_beams).all(-1).tolist()  # [sentences]
+        if not any(leaving):
+            return None
+        staying = [position for position, leaves in enumerate(leaving) if not leaves]
+        leaving_positions = [position for position, leaves in enumerate(leaving) if leaves]
+        top = torch.tensor(leaving_positions, device=self.device) * self.num_beams  # [leaving]
+        for position, sequence, log_probs in zip(leaving_positions, self.sequences[top, 1:], self.log_probs[top]):
+            self._retired[self.sentences[position]] = (sequence, log_probs)
+        beams = torch.arange(self.num_beams, device=self.device)
+        kept = (torch.tensor(staying, dtype=torch.long, device=self.device)[:, None] * self.num_beams + beams).view(-1)
+        self.sentences = [self.sentences[position] for position in staying]
+        self.scores = self.scores[staying]  # [sentences, beams]
+        self.sequences, self.log_probs, self.finished, self.max_length, self.rows = (
+            t.index_select(0, kept)
+            for t in (self.sequences, self.log_probs, self.finished, self.max_length, self.rows)
+        )
+        self.constraint.select_rows(kept)
+        return kept
 
     def step(self, logits: torch.Tensor) -> torch.Tensor:
         """Extend every beam by one index; returns the row `[rows]` each new row came from (to reorder the cache)."""
         allowed = self.constraint.allowed(self.max_length - self.steps, logits.shape[-1])  # [rows, vocab]
         log_probs = logits.float().masked_fill(~allowed, float("-inf")).log_softmax(-1)  # [rows, vocab]
         log_probs = torch.where(self.finished[:, None], self._only_end(log_probs), log_probs)
-        vocab = log_probs.shape[-1]
-        candidates = (self.scores.view(-1, 1) + log_probs).view(self.batch, self.num_beams * vocab)
-        self.scores, flat = candidates.topk(self.num_beams, dim=-1)  # [batch, beams]
-        source = (flat // vocab + self._sentence_offset).view(-1)  # [rows]
+        vocab, sentences = log_probs.shape[-1], len(self.sentences)
+        candidates = (self.scores.view(-1, 1) + log_probs).view(sentences, self.num_beams * vocab)
+        self.scores, flat = candidates.topk(self.num_beams, dim=-1)  # [sentences, beams]
+        offset = torch.arange(sentences, device=self.device)[:, None] * self.num_beams  # [sentences, 1]
+        source = (flat // vocab + offset).view(-1)  # [rows]
         chosen = (flat % vocab).view(-1)  # [rows]
         self.log_probs = torch.cat([self.log_probs[source], log_probs[source, chosen][:, None]], dim=1)
         self.sequences = torch.cat([self.sequences[source], chosen[:, None]], dim=1)
@@ -254,9 +321,11 @@ class BeamSearch:
 
     def best(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The top beam of each sentence, `[batch, steps]` indices without the leading start index and their
-        log-probabilities, `</s>` (and 0) after the first `</s>`."""
-        top = self._sentence_offset[:, 0]  # [batch]
-        sequences, log_probs = self.sequences[top, 1:], self.log_probs[top]
+        log-probabilities, `</s>` (and 0) after the first `</s>`; call once the search is done."""
+        steps = self.steps
+        outputs = [self._retired[sentence] for sentence in range(self.batch)]
+        sequences = torch.stack([nn.functional.pad(s, (0, steps - s.shape[0]), value=END_INDEX) for s, _ in outputs])
+        log_probs = torch.stack([nn.functional.pad(p, (0, steps - p.shape[0])) for _, p in outputs])
         after_end = _after_end(sequences)
         return sequences.masked_fill(after_end, END_INDEX), log_probs.masked_fill(after_end, 0.0)
 
@@ -282,7 +351,8 @@ def _after_end(sequences: torch.Tensor) -> torch.Tensor:
 class LightNerGenerationOutput(ModelOutput):
     """Best output per sentence: `sequences` are output indices after the leading 0, ending in `</s>` (1) and padded
     with 1; `token_log_probs` are the log-probabilities of those choices under the (constrained) decoding
-    distribution; `step_logits`, when asked for, are the raw scores at every step for every beam. In a batch mixing
+    distribution; `step_logits`, when asked for, are the raw scores at every step for every beam
+    (`[batch * beams, vocab]`, NaN in the rows of sentences that had already left the search). In a batch mixing
     adapters with different label sets, indices use the padded layout of `AdapterBatch` (`num_types`)."""
 
     sequences: torch.Tensor | None = None
@@ -313,7 +383,9 @@ class LightNerGenerationMixin:
         With `use_cache` the decoder reads one new token per step from an `EncoderDecoderCache` (prompts stay outside
         it); without, it recomputes the whole prefix every step, which is what the reference effectively does and is
         kept as a baseline. The encoder runs once per sentence; its rows are repeated per beam, and since beams never
-        change sentence, only the self-attention cache is reordered between steps.
+        change sentence, only the self-attention cache is reordered between steps. A sentence leaves the batch once
+        all its beams have finished: its cache rows, encoder states, pointer features and adapter rows are dropped,
+        so the steps that follow compute only the sentences still writing.
 
         Constrained decoding (on by default, `EntityShapeGrammar` under each adapter's `entity_shapes`) needs
         `word_starts` (from `encode_sentences`).
@@ -346,11 +418,20 @@ class LightNerGenerationMixin:
             cache = decoding_cache(self.backbone.config.decoder_layers, max(limits))
             step_mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=input_ids.device)  # one query sees its past
         step_logits = []
-        while not search.done():
+        while True:
+            kept = search.retire_finished()  # [rows left], or None when no sentence finished
+            if search.done():
+                break
+            if kept is not None:
+                source, adapters = source.select_rows(kept), adapters.select_rows(kept)
+                if cache is not None:
+                    cache.self_attention_cache.batch_select_indices(kept)
+                    cache.cross_attention_cache.batch_select_indices(kept)
             step_input = search.sequences[:, -1:] if use_cache else search.sequences  # [rows, 1 or steps]
             logits = self.decode(step_input, source, adapters, cache, step_mask)[:, -1]  # [rows, 2 + T + source]
             if output_step_logits:
-                step_logits.append(logits)
+                every_row = logits.new_full((search.batch * num_beams, logits.shape[-1]), float("nan"))
+                step_logits.append(every_row.index_copy_(0, search.rows, logits))  # [batch * beams, vocab]
             reorder = search.step(logits)
             if cache is not None and num_beams > 1:  # with one beam each row continues itself
                 cache.self_attention_cache.reorder_cache(reorder)

@@ -67,7 +67,15 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
-LOADING_KWARGS = (*ADAPTER_HUB_KWARGS, "backbone_revision", "dtype", "torch_dtype", "device_map", *FRAMEWORK_KWARGS)
+LOADING_KWARGS = (
+    *ADAPTER_HUB_KWARGS,
+    "backbone_revision",
+    "dtype",
+    "torch_dtype",
+    "device_map",
+    "quantize",
+    *FRAMEWORK_KWARGS,
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,7 @@ class LoadingOptions:
     backbone_revision: str | None = None
     dtype: torch.dtype | None = None
     device: torch.device | None = None
+    quantize: str | None = None
 
 
 def loading_options(kwargs: Mapping[str, Any], call: str = "from_pretrained") -> LoadingOptions:
@@ -103,12 +112,14 @@ def loading_options(kwargs: Mapping[str, Any], call: str = "from_pretrained") ->
         if dtype is not None and resolve_dtype(dtype) != resolve_dtype(kwargs["torch_dtype"]):
             raise ValueError(f"{call} got dtype={dtype!r} and torch_dtype={kwargs['torch_dtype']!r}; give one")
         dtype = kwargs["torch_dtype"]
+    check_quantize(kwargs.get("quantize"), resolve_dtype(dtype))
     return LoadingOptions(
         adapter_hub={key: kwargs[key] for key in ADAPTER_HUB_KWARGS if kwargs.get(key) is not None},
         backbone_hub={key: kwargs[key] for key in BACKBONE_HUB_KWARGS if kwargs.get(key) is not None},
         backbone_revision=kwargs.get("backbone_revision"),
         dtype=resolve_dtype(dtype),
         device=resolve_device(kwargs.get("device_map")),
+        quantize=kwargs.get("quantize"),
     )
 
 
@@ -118,9 +129,10 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
         return None
     resolved = DTYPES.get(dtype.removeprefix("torch.")) if isinstance(dtype, str) else dtype
     if resolved not in DTYPES.values():
+        hint = "; for int8 weights pass quantize='int8'" if "int" in str(dtype) else ""
         raise ValueError(
-            f'unknown dtype {dtype!r}: LightNER loads its backbone in float32, float16 or bfloat16 (or "auto", the '
-            "dtype it was saved in)"
+            f"unknown dtype {dtype!r}: the backbone cannot be cast to it; use one of float32, bfloat16, float16 (or "
+            f'"auto", the dtype it was saved in){hint}'
         )
     return resolved
 
@@ -210,16 +222,19 @@ def load_backbone(
     share: bool = True,
     subfolder: str = "",
     device: torch.device | None = None,
+    quantize: str | None = None,
     **hub,
 ) -> BartModel:
-    """The BART backbone at `name_or_path` (a Hub id or a local folder), shared with other adapters when frozen.
+    """The BART backbone at `name_or_path` (a Hub id or a local folder), shared with other adapters when frozen;
+    `quantize="int8"` quantizes its linear layers (`quantize_backbone`), and every adapter asking for that shares it.
 
     `hub` (`revision`, `cache_dir`, `token`, `local_files_only`, `force_download`) says where its files come from;
     `dtype` None keeps the dtype it was saved in; `device` None leaves it on the CPU. Refuses, naming the folder: a
     folder that does not exist, one that holds something else than a BART model (an adapter, say), and one whose
     weights do not all load (transformers would initialise the rest at random).
     """
-    key = (str(name_or_path), subfolder, str(dtype), str(device), hub.get("revision"))
+    check_quantize(quantize, dtype)
+    key = (str(name_or_path), subfolder, str(dtype), str(device), hub.get("revision"), quantize)
     if share and SHARED_BACKBONES.get(key) is not None:
         return SHARED_BACKBONES.get(key)
     where = os.path.join(name_or_path, subfolder) if subfolder else name_or_path
@@ -254,6 +269,8 @@ def load_backbone(
             f"{where} is not a complete BART backbone: {len(not_loaded)} of its weights are missing or misshapen in "
             f"its {ADAPTER_WEIGHTS_NAME} ({', '.join(not_loaded[:3])}{', ...' if len(not_loaded) > 3 else ''})"
         )
+    if quantize is not None:
+        quantize_backbone(backbone, quantize)
     if device is not None:
         backbone.to(device)
     if share:
@@ -266,6 +283,132 @@ def hub_commit(name_or_path: str, subfolder: str = "", **hub) -> str | None:
     if os.path.isdir(os.path.join(name_or_path, subfolder)):
         return None
     return extract_commit_hash(cached_file(name_or_path, "config.json", subfolder=subfolder, **hub), None)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Low precision: the dtype the backbone computes in, and int8 linear layers
+# ---------------------------------------------------------------------------------------------------------------------
+
+COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+QUANTIZATIONS = ("int8",)
+
+
+def check_dtype(dtype: torch.dtype | str | None, argument: str = "dtype") -> torch.dtype | None:
+    """`dtype` (a `torch.dtype` or its name, "bfloat16") as a floating dtype that the backbone can compute in and the
+    adapter's prompts can be cast to; None stays None (the backbone's own). Anything else is refused by name."""
+    if dtype is None:
+        return None
+    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if resolved not in COMPUTE_DTYPES:
+        names = ", ".join(str(d).removeprefix("torch.") for d in COMPUTE_DTYPES)
+        raise ValueError(
+            f"{argument}={dtype!r}: the adapter's prompts cannot be cast to it; use one of {names}"
+            + (" (int8 weights: pass quantize='int8')" if "int" in str(dtype) else "")
+        )
+    return resolved
+
+
+def check_quantize(quantize: str | None, dtype: torch.dtype | None = None) -> None:
+    """Refuse, by name, a quantization other than `QUANTIZATIONS` and int8 combined with a non-float32 dtype."""
+    if quantize is None:
+        return
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize={quantize!r} is not supported; choose one of {list(QUANTIZATIONS)} or None")
+    if dtype not in (None, torch.float32):
+        raise ValueError(
+            f"quantize={quantize!r} keeps the backbone's other weights in float32 and cannot be combined with "
+            f"dtype={dtype}; use one or the other"
+        )
+
+
+class Int8Linear(torch.nn.Module):
+    """A frozen `nn.Linear` with int8 weights (one scale per output feature) and int8 inputs quantized row by row at
+    every call (dynamic quantization), multiplied into int32 by `torch._int_mm`.
+
+    Why rows rather than one scale per tensor (as `torch.ao`'s dynamic linear does): each row's result then depends
+    on that row alone, so a sentence gets the same output alone, in a batch, or after others left the batch; and one
+    outlier row cannot coarsen every other row's quantization.
+    """
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()  # [out, in]
+        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127  # [out]
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight_int8", (weight / scale[:, None]).round().to(torch.int8))  # [out, in]
+        self.register_buffer("weight_scale", scale)  # [out]
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())  # [out]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).float()  # [rows, in]
+        scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / 127  # [rows, 1]
+        quantized = (rows / scale).round_().to(torch.int8)  # [rows, in]
+        out = torch._int_mm(quantized, self.weight_int8.t()).float().mul_(scale).mul_(self.weight_scale)  # [rows, out]
+        if self.bias is not None:
+            out.add_(self.bias)
+        return out.view(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def quantize_backbone(backbone: BartModel, quantize: str = "int8") -> BartModel:
+    """Replace the backbone's linear layers, in place, by `Int8Linear`; embeddings, layer norms and attention stay in
+    float32. Returns the backbone.
+
+    Why: a decoding step on CPU is mostly linear layers at a few dozen rows, where int8 products (VNNI/AMX) are
+    several times faster than float32 and the weights take a quarter of the memory. Every adapter on the backbone uses
+    it; an adapter itself is never quantized. For inference only: no gradients flow through the int8 layers.
+    Refuses, naming what is missing: a backbone not in float32 on the CPU, or a torch build without the int8 kernel.
+    """
+    check_quantize(quantize)
+    if is_quantized(backbone):
+        return backbone
+    reference = next(backbone.parameters())
+    if reference.device.type != "cpu" or reference.dtype != torch.float32:
+        raise ValueError(
+            f"quantize={quantize!r} needs a float32 backbone on the CPU (the int8 layers are written for it); this "
+            f"one is {reference.dtype} on {reference.device} (on a GPU use dtype=torch.bfloat16 instead)"
+        )
+    _check_int8_kernel()
+    linears = [(name, module) for name, module in backbone.named_modules() if isinstance(module, torch.nn.Linear)]
+    for name, linear in linears:
+        parent, _, child = name.rpartition(".")
+        setattr(backbone.get_submodule(parent), child, Int8Linear(linear))
+    del linears, linear
+    _return_freed_memory()
+    return backbone
+
+
+def _return_freed_memory() -> None:
+    """Hand the freed float32 weights back to the operating system (glibc's `malloc_trim`), which the C allocator
+    would otherwise keep, so that the quantized model's resident memory is what it holds; a no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name) if libc_name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+def is_quantized(backbone: torch.nn.Module) -> bool:
+    """Whether `quantize_backbone` quantized this backbone's linear layers."""
+    return any(isinstance(module, Int8Linear) for module in backbone.modules())
+
+
+def _check_int8_kernel() -> None:
+    """Run the int8 product once on two tiny matrices, so that a torch build without it fails here, by name."""
+    probe = torch.ones(2, 4, dtype=torch.int8)
+    try:
+        torch._int_mm(probe, probe.t())
+    except (RuntimeError, NotImplementedError, AttributeError) as error:
+        raise RuntimeError(
+            "quantize='int8' needs torch._int_mm, the int8 x int8 -> int32 matrix product, on the CPU, and this "
+            f"torch build ({torch.__version__}) lacks it: {error}. Use dtype=torch.bfloat16 instead."
+        ) from error
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -514,14 +657,19 @@ class LightNerHubMixin:
         """A fresh adapter on a pretrained backbone (hub id or local path).
 
         `entity_types` is a list of type names (label words derived from them) or a dict type -> label words. Keyword
-        arguments are loading arguments (`dtype`, `device_map`, and `revision`, `cache_dir`, `token`,
+        arguments are loading arguments (`dtype`, `device_map`, `quantize`, and `revision`, `cache_dir`, `token`,
         `local_files_only`, `force_download` for the backbone's repository; see `loading_options`) or
         `LightNerConfig` fields. The new adapter stays in float32 whatever the backbone's dtype (it is trained), and
         its config records the backbone's revision when it is known (a Hub commit), so that loading it later fetches
-        the backbone it was trained on.
+        the backbone it was trained on. `quantize="int8"` quantizes the frozen backbone's linear layers for inference
+        (`quantize_backbone`), so such a model predicts but cannot be trained.
         """
         loading = {key: kwargs.pop(key) for key in list(kwargs) if key in LOADING_KWARGS}
         options = loading_options(loading, call="from_backbone")
+        if options.quantize is not None and not kwargs.get("freeze_backbone", True):
+            raise ValueError(
+                f"quantize={options.quantize!r} is for a frozen backbone; full fine-tuning needs float weights"
+            )
         revision = options.adapter_hub.get("revision") or options.backbone_revision
         hub = {**options.backbone_hub, **_only({"revision": revision}, ("revision",))}
         subfolder = options.adapter_hub.get("subfolder", "")
@@ -531,6 +679,7 @@ class LightNerHubMixin:
             device=options.device,
             share=kwargs.get("freeze_backbone", True),
             subfolder=subfolder,
+            quantize=options.quantize,
             **hub,
         )
         config = LightNerConfig.from_entity_types(
@@ -560,13 +709,17 @@ class LightNerHubMixin:
         refused): `revision`, `cache_dir`, `token`, `local_files_only`, `force_download`, `subfolder` for the
         adapter repository, all but `revision` and `subfolder` also for the backbone's, whose revision is
         `backbone_revision` (default: the one the adapter was trained on, when its config records one); `dtype` (or
-        `torch_dtype`): float32, float16, bfloat16 or "auto" (as saved), for the backbone and the adapter;
-        `device_map`: "cpu", "cuda", "cuda:N", "auto" or `{"": device}`, for both.
+        `torch_dtype`): float32, float16, bfloat16 or "auto" (as saved), for the backbone; `device_map`: "cpu",
+        "cuda", "cuda:N", "auto" or `{"": device}`, for both; `quantize="int8"`: the backbone's linear layers in int8
+        (`quantize_backbone`). The adapter stays float32 under low precision, so saving it again writes the same
+        tensors.
         """
         if model_args:
             raise TypeError(f"from_pretrained takes no positional arguments after the path, got {len(model_args)}")
         options = loading_options(kwargs)
         path, hub = str(pretrained_model_name_or_path), options.adapter_hub
+        if backbone is not None and options.quantize is not None and not is_quantized(backbone):
+            raise ValueError("quantize= applies to a backbone loaded here; quantize_backbone(backbone) one you pass")
         if config is None:
             config = load_adapter_config(path, **hub)
         state = read_adapter_file(path, **hub)
@@ -585,6 +738,7 @@ class LightNerHubMixin:
                 share=False,
                 # A trained backbone lives in the adapter repository, below the adapter's own subfolder if any.
                 subfolder=os.path.join(hub.get("subfolder", ""), config.backbone_subfolder),
+                quantize=options.quantize,
                 **{key: value for key, value in hub.items() if key != "subfolder"},
             )
         if backbone is None:
@@ -593,6 +747,7 @@ class LightNerHubMixin:
                 dtype=options.dtype,
                 device=options.device,
                 share=config.freeze_backbone,
+                quantize=options.quantize,
                 **backbone_hub,
             )
         if tokenizer is None:
@@ -621,7 +776,7 @@ class LightNerHubMixin:
         if not config.freeze_backbone:
             self.backbone.save_pretrained(os.path.join(save_directory, TRAINED_BACKBONE_FOLDER))
             config.backbone_subfolder = TRAINED_BACKBONE_FOLDER
-        dtype = getattr(torch, adapter_dtype) if isinstance(adapter_dtype, str) else adapter_dtype
+        dtype = check_dtype(adapter_dtype, "adapter_dtype")
         previous = self.active_adapter
         self.set_adapter(name)
         try:
@@ -698,6 +853,10 @@ __all__ = [
     "add_pipeline_to_folder",
     "LOADING_KWARGS",
     "LoadingOptions",
+    "check_dtype",
+    "Int8Linear",
+    "is_quantized",
+    "quantize_backbone",
     "load_adapter_config",
     "load_backbone",
     "load_tokenizer",

@@ -24,7 +24,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_lightner import ATTENTION_KINDS, LightNerConfig, check_backbone_shape
 from .generation_lightner import LightNerGenerationMixin
-from .hub_lightner import ADAPTER_WEIGHTS_NAME, SHARED_BACKBONES, LightNerHubMixin
+from .hub_lightner import ADAPTER_WEIGHTS_NAME, SHARED_BACKBONES, LightNerHubMixin, is_quantized
 from .tokenization_utils import END_INDEX, FIRST_TYPE_INDEX, LABEL_PAD, START_INDEX, label_word_token_ids
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -155,6 +155,12 @@ class PromptKeyValues:
         """Each row `repeats` times in a row (beam expansion); shared prompts need none."""
         return PromptKeyValues(
             {kind: t if t.shape[2] == 1 else t.repeat_interleave(repeats, dim=2) for kind, t in self.tensors.items()}
+        )
+
+    def select_rows(self, rows: torch.Tensor) -> PromptKeyValues:
+        """Only the rows `rows` (sentences leaving a search); shared prompts are kept as they are."""
+        return PromptKeyValues(
+            {kind: t if t.shape[2] == 1 else t.index_select(2, rows) for kind, t in self.tensors.items()}
         )
 
     def for_module(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -439,6 +445,15 @@ class AdapterBatch:
             ),
         )
 
+    def select_rows(self, rows: torch.Tensor) -> AdapterBatch:
+        """Only the rows `rows` (sentences leaving a search); shared tensors are kept as they are."""
+        if self.index_token_ids.shape[0] == 1:
+            return self
+        return AdapterBatch(
+            self.prompts.select_rows(rows),
+            *(t.index_select(0, rows) for t in (self.index_token_ids, self.type_embeddings, self.type_mask)),
+        )
+
 
 @dataclass
 class EncodedSource:
@@ -457,6 +472,10 @@ class EncodedSource:
     def repeat_rows(self, repeats: int) -> EncodedSource:
         """Each sentence `repeats` times in a row (beam expansion): the encoder ran once per sentence."""
         return EncodedSource(*(t.repeat_interleave(repeats, dim=0) for t in vars(self).values()))
+
+    def select_rows(self, rows: torch.Tensor) -> EncodedSource:
+        """Only the rows `rows`: sentences that finished leave the batch, and the decoder reads no more of them."""
+        return EncodedSource(*(t.index_select(0, rows) for t in vars(self).values()))
 
 
 @dataclass
@@ -495,7 +514,8 @@ class LightNerModel(LightNerGenerationMixin, LightNerHubMixin, LightNerPreTraine
 
     The constructor loads nothing: it takes the backbone and tokenizer it is given. A new (`reparameterize=True`,
     trainable) adapter is kept in float32 on the backbone's device whatever the backbone's dtype, so that training
-    updates are not rounded away; a loaded one (inference) takes the backbone's dtype too.
+    updates are not rounded away; so is a loaded one, so that a backbone in bfloat16 or int8 never rounds the adapter
+    it would save (`adapter_batch` casts the prompts to the backbone's dtype, 3 MB per batch).
     """
 
     def __init__(
@@ -547,10 +567,9 @@ class LightNerModel(LightNerGenerationMixin, LightNerHubMixin, LightNerPreTraine
         return self.adapters[name]
 
     def _new_adapter(self, config: LightNerConfig, reparameterize: bool) -> LightNerAdapter:
-        """An adapter on the backbone's device: float32 when trainable, else in the backbone's dtype."""
+        """An adapter in float32 on the backbone's device, whatever the backbone's dtype."""
         reference = next(self.backbone.parameters())
-        adapter = LightNerAdapter(config, self.tokenizer, reparameterize)
-        return adapter.to(reference.device) if reparameterize else adapter.to(reference.device, reference.dtype)
+        return LightNerAdapter(config, self.tokenizer, reparameterize).to(reference.device)
 
     def _check_adapter_names(self, names: Sequence[str]) -> None:
         unknown = sorted(set(names) - set(self.adapters))
@@ -598,9 +617,8 @@ class LightNerModel(LightNerGenerationMixin, LightNerHubMixin, LightNerPreTraine
             raise ValueError(f"adapters {distinct} have different prompt lengths {sorted(lengths)}: batch them apart")
         width = max(part.type_embeddings.shape[0] for part in parts)
         rows = torch.tensor([distinct.index(name) for name in names], device=embeddings.device)  # [batch]
-        dtype = parts[0].prompts["encoder_self"].dtype
         prompts = {
-            kind: torch.stack([part.prompts[kind].to(dtype) for part in parts])[rows]  # [batch, layers, 2, L, d]
+            kind: torch.stack([part.prompts[kind] for part in parts])[rows]  # [batch, layers, 2, L, d]
             for kind in ATTENTION_KINDS
         }
         index_ids = torch.stack([_pad_rows(part.index_token_ids, 2 + width, END_INDEX) for part in parts])[rows]
@@ -611,9 +629,9 @@ class LightNerModel(LightNerGenerationMixin, LightNerHubMixin, LightNerPreTraine
 
     @staticmethod
     def _adapter_parts(adapter: LightNerAdapter, embeddings: torch.Tensor) -> AdapterParts:
-        return AdapterParts(
-            adapter.prompt_encoder(), adapter.index_token_ids, adapter.pointer_head.type_embeddings(embeddings)
-        )
+        """One adapter's part of a batch, in the dtype the backbone computes in (that of its `embeddings`)."""
+        prompts = {kind: tensor.to(embeddings.dtype) for kind, tensor in adapter.prompt_encoder().items()}
+        return AdapterParts(prompts, adapter.index_token_ids, adapter.pointer_head.type_embeddings(embeddings))
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, adapters: AdapterBatch) -> EncodedSource:
         """Run the encoder (with prompts) once over the source, and precompute what pointers score against."""
@@ -695,6 +713,11 @@ class LightNerModel(LightNerGenerationMixin, LightNerHubMixin, LightNerPreTraine
         adapter_names: one adapter name per example (default: the active adapter for all).
         prompt_key_values: prompts to use instead of the adapters' (ablations, analysis).
         """
+        if self.training and is_quantized(self.backbone):
+            raise RuntimeError(
+                "this model's backbone is quantized to int8, which is for inference (no gradients flow through it): "
+                "train on the float32 backbone and load the saved adapter with quantize='int8' to predict"
+            )
         if attention_mask is None:
             attention_mask = input_ids.ne(self.tokenizer.pad_token_id).long()
         if decoder_index_ids is None:

@@ -8,13 +8,19 @@ first N sentences of CoNLL-2003 `test.txt`:
 2. cached generation against its floor: one encoder pass plus one teacher-forced decoder pass over the same outputs;
 3. a LightNER training step (prompts reparameterised, backbone frozen, AdamW on the adapter) against a plain BART
    training step that updates every parameter (full fine-tuning), at batch 16;
-4. peak resident memory while generating at batch 32, and while training.
+4. peak resident memory while generating at batch 32, and while training;
+5. low precision: the same generation with the backbone in bfloat16 and with int8 linear layers
+   (`from_pretrained(dtype=torch.bfloat16)` / `quantize="int8"`), against float32 batch by batch, and the
+   teacher-forced argmax agreement of each with float32; the resident memory of the loaded model, float32 and int8,
+   each in a fresh process (full setting);
+6. natural lengths: each sentence stops at its gold target length, sentences leaving the batch as they finish,
+   against the same search with no sentence leaving before the batch's longest output ends (the code before).
 
 Every generation method does the same work: decoding is forced to the reference's maximum length
 (`config.max_output_length(longest source in the batch)`) by making `</s>` unreachable (see `force_full_length`).
 Generation and training run in separate subprocesses so that each one's peak memory is its own.
 
-    python benchmarks/run.py --json          # full setting: 12-15 minutes on 2 CPU cores
+    python benchmarks/run.py --json          # full setting: 12-15 minutes on 2 quiet cores before issue 13, more now
     python benchmarks/run.py --quick --json  # smoke setting (16 sentences, 8 steps): under a minute
 
 A table goes to stderr; with `--json`, one JSON object goes to stdout.
@@ -23,6 +29,8 @@ A table goes to stderr; with `--json`, one JSON object goes to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import datetime
 import gc
 import json
@@ -40,7 +48,13 @@ from shared_assets import ENTITY_TYPES, TEST_FILE, TOKENIZER_DIR, log, shared_di
 # The project's stated targets: (figure, comparison, bound).
 TARGETS = {
     "generation_speedup_vs_recompute": (">=", 3.0),
-    "generation_over_floor": ("<=", 1.5),
+    "generation_over_plain_bart": ("<=", 1.05),
+    "int8_speedup": (">=", 3.0),
+    "bf16_speedup": (">=", 2.0),
+    "int8_loaded_rss_over_fp32": ("<=", 0.4),
+    "int8_argmax_agreement": (">=", 0.99),
+    "bf16_argmax_agreement": (">=", 0.99),
+    "natural_length_speedup": (">=", 1.3),
     "train_step_over_plain_bart": ("<=", 1.2),
     "peak_rss_mb": ("<", 3072.0),  # "under 3 GB", read as 3 GiB; the JSON carries the MiB figure for either reading
 }
@@ -52,6 +66,8 @@ FULL = {
     "train_steps": 3,
     "max_length_cap": None,
     "plain_bart": True,
+    "memory": True,
+    "recompute": True,
 }
 QUICK = {
     "sentences": 16,
@@ -60,6 +76,8 @@ QUICK = {
     "train_steps": 1,
     "max_length_cap": 8,
     "plain_bart": False,
+    "memory": False,
+    "recompute": False,
 }
 
 
@@ -97,6 +115,14 @@ def vm_hwm_mb() -> float | None:
     except OSError:
         pass
     return None
+
+
+def vm_rss_mb() -> float:
+    """This process's resident memory now (`VmRSS`), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def reset_vm_hwm() -> None:
@@ -174,6 +200,149 @@ def force_full_length(model) -> None:
     model.decode = decode_without_end
 
 
+def low_precision_model(model, bart, tokenizer, precision: str):
+    """The float32 model's adapter on a copy of its backbone in `precision` ("bf16" or "int8"), built as
+    `from_pretrained(..., dtype=torch.bfloat16)` / `from_pretrained(..., quantize="int8")` build it (the adapter is
+    loaded from its saved tensors and stays float32), with `</s>` forced to the length limit like the float32 one."""
+    import torch
+
+    from lightner.hub_lightner import quantize_backbone
+    from lightner.modeling_lightner import LightNerModel
+
+    backbone = copy.deepcopy(bart)
+    backbone = backbone.to(torch.bfloat16) if precision == "bf16" else quantize_backbone(backbone, precision)
+    low = LightNerModel(model.config, backbone=backbone, tokenizer=tokenizer, reparameterize=False)
+    low.load_adapter_state_dict(model.adapter_state_dict())
+    low.eval()
+    force_full_length(low)
+    return low
+
+
+def teacher_forced_logits(torch, model, batch, index_ids):
+    """Scores over the output index space at every step of `index_ids`, in float32 (one encoder, one decoder pass)."""
+    with torch.inference_mode():
+        adapters = model.adapter_batch()
+        source = model.encode(batch["input_ids"], batch["attention_mask"], adapters)
+        return model.decode(index_ids, source, adapters).float()
+
+
+@contextlib.contextmanager
+def no_row_leaves_early():
+    """Generation as it was before sentences left the batch: nobody leaves until every sentence has finished, so
+    each step decodes every row of the batch (benchmark only: patches `BeamSearch.retire_finished`)."""
+    from lightner.generation_lightner import BeamSearch
+
+    original = BeamSearch.retire_finished
+
+    def retire_all_at_once(search):
+        if search.steps < search.max_steps and not bool((search.finished | (search.max_length <= search.steps)).all()):
+            return None
+        return original(search)
+
+    BeamSearch.retire_finished = retire_all_at_once
+    try:
+        yield
+    finally:
+        BeamSearch.retire_finished = original
+
+
+def natural_length_figures(torch, model, tokenizer, sentences, encoded, batch_rows, log_prefix="natural") -> dict:
+    """Each sentence stops at its gold target length (`</s>` forced there: unreachable before, the only choice at
+    the limit), with sentences leaving the batch as they finish, against the code before on the same work; batch by
+    batch back to back, alternating which goes first. Outputs must be identical."""
+    from lightner.tokenization_utils import END_INDEX, collate, encode_target
+
+    type_ids = {name: index for index, name in enumerate(model.config.entity_types)}
+    gold_lengths = [
+        len(encode_target(source, sentence.entities, type_ids)) - 1 for source, sentence in zip(encoded, sentences)
+    ]
+    leaving_seconds, before_seconds, identical = [], [], True
+    original_limits = model._output_limits
+    try:
+        for number, rows in enumerate(batch_rows):
+            batch = collate([encoded[i] for i in rows], tokenizer.pad_token_id)
+            limits = [gold_lengths[i] for i in rows]
+            model._output_limits = lambda *args, limits=limits: limits
+            runs = {}
+            for kind in ("leaving", "before") if number % 2 == 0 else ("before", "leaving"):
+                with torch.inference_mode(), no_row_leaves_early() if kind == "before" else contextlib.nullcontext():
+                    start = time.perf_counter()
+                    output = model.generate(
+                        batch["input_ids"], batch["attention_mask"], num_beams=1, constrained=False
+                    )
+                    runs[kind] = (time.perf_counter() - start, output.sequences)
+            leaving_seconds.append(runs["leaving"][0])
+            before_seconds.append(runs["before"][0])
+            sequences = runs["leaving"][1]
+            ends = (sequences == END_INDEX).int().argmax(-1) + 1  # [batch] length up to the first `</s>`
+            if not torch.equal(sequences, runs["before"][1]) or ends.tolist() != limits:
+                identical = False
+            log(
+                f"{log_prefix}: batch of {len(rows)}, lengths {min(limits)}-{max(limits)} (sum {sum(limits)}): "
+                f"leaving {leaving_seconds[-1]:.2f} s, before {before_seconds[-1]:.2f} s"
+            )
+    finally:
+        model._output_limits = original_limits
+    return {
+        "natural_gold_lengths_sum": sum(gold_lengths),
+        "natural_batch_longest_sum": sum(max(gold_lengths[i] for i in rows) * len(rows) for rows in batch_rows),
+        "natural_leaving_seconds": sum(leaving_seconds),
+        "natural_before_seconds": sum(before_seconds),
+        "natural_leaving_batch_seconds": leaving_seconds,
+        "natural_before_batch_seconds": before_seconds,
+        "natural_outputs_identical": identical,
+    }
+
+
+def precision_figures(torch, model, bart, tokenizer, batches, fp32_runs, generate) -> dict:
+    """Cached generation in float32, bfloat16 and int8, batch by batch back to back (same forced lengths), and the
+    teacher-forced argmax agreement of each low precision with float32 over float32's outputs.
+
+    `fp32_runs` holds per batch float32's sequences and its teacher-forced argmax and top-two margin (from the floor
+    pass). The agreement counts every step of every row; the margin tells whether random weights make the argmax flat.
+    """
+    models = {"fp32": model}
+    for precision in ("bf16", "int8"):
+        log(f"precision: building the {precision} model")
+        models[precision] = low_precision_model(model, bart, tokenizer, precision)
+        warm = {key: value[:2] for key, value in batches[-1][0].items()}
+        generate(warm, 2, True, models[precision])
+    seconds = {name: [] for name in models}
+    agree = {name: 0 for name in models if name != "fp32"}
+    total = 0
+    for (batch, forced), (sequences, choices, _) in zip(batches, fp32_runs):
+        for name, each in models.items():
+            start = time.perf_counter()
+            generate(batch, forced, True, each)
+            seconds[name].append(time.perf_counter() - start)
+        index_ids = torch.cat([torch.full_like(sequences[:, :1], 0), sequences[:, :-1]], dim=1)
+        for name in agree:
+            low_choices = teacher_forced_logits(torch, models[name], batch, index_ids)[:, :-1].argmax(-1)
+            agree[name] += int((low_choices == choices).sum())
+        total += choices.numel()
+        log(
+            f"precision: batch of {sequences.shape[0]}, {forced} steps: "
+            + ", ".join(f"{name} {seconds[name][-1]:.1f} s" for name in models)
+        )
+    margins = torch.cat([margin.flatten() for _, _, margin in fp32_runs])
+    return {
+        "precision_seconds": {name: sum(values) for name, values in seconds.items()},
+        "precision_batch_seconds": seconds,
+        "argmax_agreement": {name: count / max(total, 1) for name, count in agree.items()},
+        "argmax_steps": total,
+        "fp32_top2_margin_median": float(margins.median()),
+        "fp32_top2_margin_below_0.01_fraction": float((margins < 0.01).float().mean()),
+        "model_weight_mb": {name: model_weight_mb(each) for name, each in models.items()},
+    }
+
+
+def model_weight_mb(model) -> float:
+    """Bytes of the model's parameters and buffers (int8 weights included), in MiB: what it holds, without RSS's
+    runtime and allocator."""
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}.values()
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Worker: generation (cached, floor, recompute) in its own process
 # ---------------------------------------------------------------------------------------------------------------------
@@ -227,18 +396,18 @@ def generation_worker(args) -> dict:
     encoded = encode_sentences(tokenizer, [s.words for s in sentences], bart.config.max_position_embeddings)
     # Longest first, in batches: what `LightNerModel.predict` does.
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
-    batches = []
+    batches, batch_rows = [], []
     for first in range(0, len(order), args.batch_size):
-        rows = [encoded[i] for i in order[first : first + args.batch_size]]
-        batch = collate(rows, tokenizer.pad_token_id)
+        batch_rows.append(order[first : first + args.batch_size])
+        batch = collate([encoded[i] for i in batch_rows[-1]], tokenizer.pad_token_id)
         forced = model.config.max_output_length(int(batch["attention_mask"].sum(-1).max()))
         if args.max_length_cap:
             forced = min(forced, args.max_length_cap)
         batches.append((batch, forced))
 
-    def generate(batch, forced, use_cache):
+    def generate(batch, forced, use_cache, which=model):
         with torch.inference_mode():
-            output = model.generate(
+            output = which.generate(
                 batch["input_ids"],
                 batch["attention_mask"],
                 num_beams=1,
@@ -266,7 +435,7 @@ def generation_worker(args) -> dict:
     # allows) so that the floor's passes do not count.
     log(f"generation: cached and floor, {len(batches)} batches of up to {args.batch_size}")
     cached_seconds, cached_sequences, peaks = [], [], [peak_rss_mb()]
-    encode_seconds, decode_seconds, agree, total = [], [], 0, 0
+    encode_seconds, decode_seconds, agree, total, fp32_runs = [], [], 0, 0, []
     plain_cached_seconds, plain_floor_seconds = [], []
     for batch, forced in batches:
         reset_vm_hwm()
@@ -288,7 +457,9 @@ def generation_worker(args) -> dict:
         encode_seconds.append(middle - start)
         decode_seconds.append(end - middle)
         # Teacher forcing reproduces the greedy choices (the last step is forced to `</s>`, so it is left out).
+        top_two = logits[:, :-1].float().topk(2, dim=-1).values  # [batch, steps - 1, 2]
         choices = logits[:, :-1].argmax(-1)
+        fp32_runs.append((sequences, choices, top_two[..., 0] - top_two[..., 1]))
         agree += int((choices == sequences[:, :-1]).sum())
         total += choices.numel()
         del source, logits
@@ -307,10 +478,16 @@ def generation_worker(args) -> dict:
         f"peak RSS {generation_peak:.0f} MiB"
     )
 
-    log("generation: recompute (no cache); the slow one")
+    log("precision: float32, bfloat16 and int8 cached generation, batch by batch")
+    precision = precision_figures(torch, model, bart, tokenizer, batches, fp32_runs, generate)
+    log("natural lengths: each sentence stops at its gold length; leaving the batch against the code before")
+    natural = natural_length_figures(torch, model, tokenizer, sentences, encoded, batch_rows)
+
     reset_vm_hwm()
     recompute_seconds, same_rows, rows = [], 0, 0
-    for (batch, forced), reference in zip(batches, cached_sequences):
+    if args.recompute:
+        log("generation: recompute (no cache); the slow one")
+    for (batch, forced), reference in zip(batches, cached_sequences) if args.recompute else []:
         start = time.perf_counter()
         sequences = generate(batch, forced, use_cache=False)
         recompute_seconds.append(time.perf_counter() - start)
@@ -332,9 +509,9 @@ def generation_worker(args) -> dict:
         "cached_seconds": sum(cached_seconds),
         "cached_batch_seconds": cached_seconds,
         "cached_sentences_per_s": n / sum(cached_seconds),
-        "recompute_seconds": sum(recompute_seconds),
+        "recompute_seconds": sum(recompute_seconds) if args.recompute else None,
         "recompute_batch_seconds": recompute_seconds,
-        "recompute_sentences_per_s": n / sum(recompute_seconds),
+        "recompute_sentences_per_s": n / sum(recompute_seconds) if args.recompute else None,
         "floor_seconds": floor_seconds,
         "floor_encode_seconds": sum(encode_seconds),
         "floor_decode_seconds": sum(decode_seconds),
@@ -343,12 +520,52 @@ def generation_worker(args) -> dict:
         "plain_bart_floor_seconds": sum(plain_floor_seconds) if args.plain_bart else None,
         "plain_bart_cached_batch_seconds": plain_cached_seconds,
         "plain_bart_floor_batch_seconds": plain_floor_seconds,
-        "recompute_matches_cached_fraction": same_rows / rows,
+        "recompute_matches_cached_fraction": same_rows / rows if args.recompute else None,
         "teacher_forced_matches_greedy_fraction": agree / max(total, 1),
         "rss_after_build_mb": rss_after_build,
         "peak_rss_mb": generation_peak,
         "recompute_peak_rss_mb": vm_hwm_mb() or peak_rss_mb(),
+        **precision,
+        **natural,
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Worker: resident memory of the loaded model, float32 or int8, in a fresh process
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def memory_worker(args) -> dict:
+    """RSS of the loaded model (after it is built, less before: torch, transformers and the tokenizer are not the
+    model's), then the peak RSS of cached generation of the largest batch, the high-water mark reset after loading."""
+    torch = setup_torch(args.threads, args.seed)
+    from transformers import AutoTokenizer
+
+    from lightner.hub_lightner import quantize_backbone
+    from lightner.tokenization_utils import collate, encode_sentences
+
+    shared = shared_dir(TEST_FILE)
+    sentences = read_sentences(shared.joinpath(*TEST_FILE), args.sentences)
+    AutoTokenizer.from_pretrained(shared.joinpath(*TOKENIZER_DIR))
+    gc.collect()
+    before = vm_rss_mb()
+    model, bart, tokenizer = build_model(shared, args.seed, fold=True)
+    if args.precision == "int8":
+        quantize_backbone(bart)
+    model.eval()
+    force_full_length(model)
+    gc.collect()
+    loaded = vm_rss_mb() - before
+    encoded = encode_sentences(tokenizer, [s.words for s in sentences], bart.config.max_position_embeddings)
+    longest = sorted(encoded, key=lambda e: -len(e.input_ids))[: args.batch_size]
+    batch = collate(longest, tokenizer.pad_token_id)
+    forced = model.config.max_output_length(int(batch["attention_mask"].sum(-1).max()))
+    reset_vm_hwm()
+    with torch.inference_mode():
+        model.generate(batch["input_ids"], batch["attention_mask"], num_beams=1, max_length=forced, constrained=False)
+    peak = vm_hwm_mb() or peak_rss_mb()
+    log(f"memory ({args.precision}): loaded model {loaded:.0f} MiB, peak while generating {peak:.0f} MiB")
+    return {"precision": args.precision, "loaded_model_rss_mb": loaded, "generation_peak_rss_mb": peak}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -458,9 +675,10 @@ def train_worker(args) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def run_worker(kind: str, args) -> dict:
+def run_worker(kind: str, args, precision: str = "fp32") -> dict:
     """Run one measurement in a fresh interpreter; its JSON is the last line of its stdout, its log goes to stderr."""
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--seed", str(args.seed)]
+    command += ["--precision", precision]
     command += ["--sentences", str(args.sentences), "--batch-size", str(args.batch_size)]
     command += ["--train-batch-size", str(args.train_batch_size), "--train-steps", str(args.train_steps)]
     if args.threads:
@@ -468,6 +686,7 @@ def run_worker(kind: str, args) -> dict:
     if args.max_length_cap:
         command += ["--max-length-cap", str(args.max_length_cap)]
     command += ["--plain-bart" if args.plain_bart else "--no-plain-bart"]
+    command += ["--recompute" if args.recompute else "--no-recompute"]
     start, load_before = time.perf_counter(), os.getloadavg()
     completed = subprocess.run(command, stdout=subprocess.PIPE, text=True)
     if completed.returncode != 0:
@@ -491,10 +710,30 @@ def plain_bart_figures(generation: dict) -> dict:
     }
 
 
+def low_precision_figures(generation: dict, memory: dict | None) -> dict:
+    """Speed-ups of bf16 and int8 over float32 (same batches, back to back), their argmax agreement with float32, the
+    int8 model's resident memory over float32's and int8's generation peak (full setting), natural-length speed-up."""
+    seconds = generation["precision_seconds"]
+    return {
+        "int8_speedup": seconds["fp32"] / seconds["int8"],
+        "bf16_speedup": seconds["fp32"] / seconds["bf16"],
+        "int8_argmax_agreement": generation["argmax_agreement"]["int8"],
+        "bf16_argmax_agreement": generation["argmax_agreement"]["bf16"],
+        "int8_loaded_rss_over_fp32": memory["int8"]["loaded_model_rss_mb"] / memory["fp32"]["loaded_model_rss_mb"]
+        if memory
+        else None,
+        "peak_rss_mb_int8": memory["int8"]["generation_peak_rss_mb"] if memory else None,
+        "natural_length_speedup": generation["natural_before_seconds"] / generation["natural_leaving_seconds"],
+    }
+
+
 def target_status(figures: dict) -> dict:
     status = {}
     for name, (comparison, bound) in TARGETS.items():
         value = figures[name]
+        if value is None:  # not measured in this setting (plain BART and memory: full setting only)
+            status[name] = {"value": None, "target": f"{comparison} {bound:g}", "met": None}
+            continue
         met = value >= bound if comparison == ">=" else value <= bound if comparison == "<=" else value < bound
         status[name] = {"value": value, "target": f"{comparison} {bound:g}", "met": bool(met)}
     return status
@@ -510,7 +749,9 @@ def print_table(report: dict) -> None:
         ("generation: cached", f"{g['cached_sentences_per_s']:.2f} sentences/s ({g['cached_seconds']:.1f} s)"),
         (
             "generation: recompute",
-            f"{g['recompute_sentences_per_s']:.3f} sentences/s ({g['recompute_seconds']:.1f} s)",
+            f"{g['recompute_sentences_per_s']:.3f} sentences/s ({g['recompute_seconds']:.1f} s)"
+            if g["recompute_seconds"] is not None
+            else "not run (--no-recompute)",
         ),
         (
             "generation: floor",
@@ -536,7 +777,30 @@ def print_table(report: dict) -> None:
             f"{t['train_peak_rss_mb']:.0f} MiB (plain BART: {t['plain_bart_train_peak_rss_mb']:.0f})",
         ),
     ]
+    rows += [
+        (
+            "precision (cached, same batches)",
+            ", ".join(f"{name} {value:.1f} s" for name, value in g["precision_seconds"].items())
+            + f"; fp32 top-2 margin median {g['fp32_top2_margin_median']:.3f}",
+        ),
+        (
+            "natural lengths",
+            f"leaving {g['natural_leaving_seconds']:.1f} s, before {g['natural_before_seconds']:.1f} s; "
+            f"identical outputs: {g['natural_outputs_identical']}",
+        ),
+    ]
+    if report["memory"]:
+        rows.append(
+            (
+                "loaded model RSS",
+                ", ".join(f"{k} {v['loaded_model_rss_mb']:.0f} MiB" for k, v in report["memory"].items())
+                + f"; int8 generation peak {report['peak_rss_mb_int8']:.0f} MiB",
+            )
+        )
     for name, entry in report["targets"].items():
+        if entry["value"] is None:
+            rows.append((name, f"not measured  target {entry['target']}"))
+            continue
         rows.append((name, f"{entry['value']:.3f}  target {entry['target']}: {'met' if entry['met'] else 'NOT met'}"))
     width = max(len(name) for name, _ in rows)
     print("", file=sys.stderr)
@@ -565,9 +829,20 @@ def parse_args(argv=None):
         action=argparse.BooleanOptionalAction,
         help="also time the backbone alone, cached and floor, as a reference (full: on; quick: off)",
     )
+    parser.add_argument(
+        "--recompute",
+        action=argparse.BooleanOptionalAction,
+        help="also time generation without the cache, the slowest part (full: on; quick: off)",
+    )
+    parser.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        help="measure the loaded model's RSS, float32 and int8, each in a fresh process (full: on; quick: off)",
+    )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--worker", choices=["generation", "train"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["generation", "train", "memory"], help=argparse.SUPPRESS)
+    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     for key, value in defaults.items():
@@ -582,21 +857,27 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.worker:
-        worker = generation_worker if args.worker == "generation" else train_worker
+        worker = {"generation": generation_worker, "train": train_worker, "memory": memory_worker}[args.worker]
         print(json.dumps(worker(args)))
         return
     shared_dir(TEST_FILE)  # fail before starting any worker
     start = time.perf_counter()
     generation = run_worker("generation", args)
     training = run_worker("train", args)
+    memory = (
+        {precision: run_worker("memory", args, precision) for precision in ("fp32", "int8")} if args.memory else None
+    )
     figures = {
         "generation_speedup_vs_recompute": generation["cached_sentences_per_s"]
-        / generation["recompute_sentences_per_s"],
+        / generation["recompute_sentences_per_s"]
+        if generation["recompute_sentences_per_s"]
+        else None,
         "generation_over_floor": generation["cached_seconds"] / generation["floor_seconds"],
         **plain_bart_figures(generation),
         "train_step_over_plain_bart": training["lightner_step_seconds"] / training["plain_bart_step_seconds"],
         "peak_rss_mb": generation["peak_rss_mb"],
         "train_peak_rss_mb": training["train_peak_rss_mb"],
+        **low_precision_figures(generation, memory),
     }
     report = {
         **figures,
@@ -609,6 +890,7 @@ def main(argv=None) -> None:
         "shape": generation["shape"],
         "generation": generation,
         "training": training,
+        "memory": memory,
         "wall_seconds": time.perf_counter() - start,
         "date": datetime.date.today().isoformat(),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},

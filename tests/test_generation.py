@@ -7,7 +7,7 @@ import torch
 
 from lightner.generation_lightner import ReservedRoomLayer
 from lightner.modeling_lightner import LightNerModel, one_query_attention
-from lightner.tokenization_utils import collate, encode_sentences
+from lightner.tokenization_utils import END_INDEX, collate, encode_sentences
 
 TYPES = ["PER", "LOC", "ORG"]
 SENTENCES = [
@@ -143,13 +143,15 @@ def test_a_mixed_adapter_batch_stacks_each_adapter_once(model, monkeypatch, tmp_
 def test_beam_search_returns_the_best_hypothesis_it_found_and_never_scores_below_greedy(model, monkeypatch):
     from lightner.generation_lightner import BeamSearch
 
-    finished_scores = []
+    finished_scores: dict[int, float] = {}  # sentence -> best score of a finished beam seen so far
     original_step = BeamSearch.step
 
     def step(self, logits):
         source = original_step(self, logits)
-        ended = self.finished.view(self.batch, self.num_beams)  # [batch, beams], scores stay sorted
-        finished_scores.append(self.scores.masked_fill(~ended, float("-inf")).max(-1).values)
+        ended = self.finished.view(-1, self.num_beams)  # [sentences still searching, beams]
+        best = self.scores.masked_fill(~ended, float("-inf")).max(-1).values.tolist()
+        for sentence, score in zip(self.sentences, best):
+            finished_scores[sentence] = max(finished_scores.get(sentence, float("-inf")), score)
         return source
 
     monkeypatch.setattr(BeamSearch, "step", step)
@@ -160,7 +162,7 @@ def test_beam_search_returns_the_best_hypothesis_it_found_and_never_scores_below
         finished_scores.clear()
         beam = model.generate(**batch, word_starts=word_starts, num_beams=4, constrained=constrained)
         beam_scores, greedy_scores = beam.token_log_probs.sum(-1), greedy.token_log_probs.sum(-1)
-        best_found = torch.stack(finished_scores).max(0).values
+        best_found = torch.tensor([finished_scores[i] for i in range(len(encoded))])
         torch.testing.assert_close(beam_scores, best_found, atol=1e-5, rtol=0)
         assert (beam_scores >= greedy_scores - 1e-5).all(), (beam_scores, greedy_scores)
         assert (beam_scores > greedy_scores + 1e-4).any(), "beam search should beat greedy somewhere here"
@@ -241,3 +243,49 @@ def test_an_entity_score_is_the_product_of_its_token_probabilities_under_the_con
             assert entity["score"] == pytest.approx(expected[entity["start"], entity["end"], entity["type"]], rel=1e-4)
             checked += 1
     assert checked >= 3
+
+
+def _output_lengths(sequences: torch.Tensor) -> list[int]:
+    """Indices written per sentence, its first `</s>` included."""
+    return [row.index(END_INDEX) + 1 if END_INDEX in row else len(row) for row in sequences.tolist()]
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_finished_sentences_leave_the_batch(model, monkeypatch, tmp_path, num_beams):
+    """Each step decodes only the sentences still writing, with their own cache rows, encoder states, pointer features
+    and adapter rows; greedily, a batch then costs exactly the sum of its outputs' lengths. Outputs are those of each
+    sentence decoded alone."""
+    model.save_pretrained(tmp_path)
+    model.load_adapter(tmp_path, adapter_name="other")
+    with torch.no_grad():
+        model.adapters["other"].prompt_encoder.prompts["decoder_self"].mul_(-1)
+    names = ["default", "other", "default", "other"]
+    encoded, batch = _batch(model)
+    word_starts = [e.word_starts for e in encoded]
+    rows_per_step = []
+    original = model.decode
+
+    def record(index_ids, source, adapters, cache=None, mask=None):
+        rows = index_ids.shape[0]
+        rows_per_step.append(rows)
+        assert source.hidden.shape[0] == source.pointer_features.shape[0] == adapters.type_embeddings.shape[0] == rows
+        assert {t.shape[2] for t in adapters.prompts.tensors.values()} == {rows}
+        for layer in [*cache.self_attention_cache.layers, *cache.cross_attention_cache.layers]:
+            assert not getattr(layer, "is_initialized", False) or layer.keys.shape[0] == rows
+        return original(index_ids, source, adapters, cache, mask)
+
+    monkeypatch.setattr(model, "decode", record)
+    out = model.generate(**batch, word_starts=word_starts, num_beams=num_beams, adapter_names=names)
+    monkeypatch.undo()
+    lengths = _output_lengths(out.sequences)
+    assert len(set(lengths)) > 1, f"needs outputs of different lengths to show anything: {lengths}"
+    assert rows_per_step[0] == len(SENTENCES) * num_beams > rows_per_step[-1]
+    if num_beams == 1:
+        assert sum(rows_per_step) == sum(lengths)
+    for row, (sentence, name) in enumerate(zip(encoded, names)):
+        alone = collate([sentence], model.tokenizer.pad_token_id)
+        single = model.generate(**alone, word_starts=[sentence.word_starts], num_beams=num_beams, adapter_names=[name])
+        steps = single.sequences.shape[1]
+        assert torch.equal(out.sequences[row, :steps], single.sequences[0]), row
+        assert (out.sequences[row, steps:] == END_INDEX).all()
+        torch.testing.assert_close(out.token_log_probs[row, :steps], single.token_log_probs[0], atol=1e-5, rtol=1e-5)

@@ -415,16 +415,16 @@ def _dtypes(module) -> set:
 
 
 def test_adapters_follow_the_backbone_device_and_trainable_ones_stay_float32(tiny_backbone, news, tmp_path):
-    """New (trainable) adapters keep float32 on a bfloat16 backbone; loaded ones take its dtype; `.to()` moves all."""
+    """Adapters, new (trainable) or loaded, keep float32 on a bfloat16 backbone; `.to()` moves all."""
     news.save_pretrained(tmp_path / "news")
     model = LightNerModel.from_backbone(tiny_backbone, ["PER"], prompt_hidden_size=16, dtype=torch.bfloat16)
     model.add_adapter("new", ["LOC"], prompt_hidden_size=16)
     model.load_adapter(tmp_path / "news", adapter_name="news")
     assert _dtypes(model.backbone) == {torch.bfloat16}
     assert _dtypes(model.adapters["default"]) == _dtypes(model.adapters["new"]) == {torch.float32}
-    assert _dtypes(model.adapters["news"]) == {torch.bfloat16}
+    assert _dtypes(model.adapters["news"]) == {torch.float32}
     loaded = LightNerModel.from_pretrained(tmp_path / "news", dtype=torch.bfloat16)
-    assert _dtypes(loaded.adapters) == {torch.bfloat16}
+    assert _dtypes(loaded.backbone) == {torch.bfloat16} and _dtypes(loaded.adapters) == {torch.float32}
     encoded = encode_sentences(model.tokenizer, SENTENCES[:2])
     targets = [encode_target(e, [], {"PER": 0}) for e in encoded]
     model.train()
@@ -500,9 +500,10 @@ def test_a_backbone_folder_that_is_not_a_complete_bart_is_refused(news, tiny_bac
 def test_a_half_precision_adapter_loads_into_a_half_precision_model(news, tmp_path):
     news.save_pretrained(tmp_path, adapter_dtype=torch.bfloat16)
     loaded = LightNerModel.from_pretrained(tmp_path, dtype=torch.bfloat16)
-    assert _dtypes(loaded) == {torch.bfloat16}
+    assert _dtypes(loaded.backbone) == {torch.bfloat16}
+    file = load_file(tmp_path / "model.safetensors")
     for name, tensor in loaded.adapter_state_dict().items():
-        assert torch.equal(tensor, load_file(tmp_path / "model.safetensors")[name])
+        assert file[name].dtype == torch.bfloat16 and torch.equal(tensor, file[name].float())
     predictions = loaded.predict(SENTENCES)
     assert any(predictions)
     assert all(0.0 < e["score"] <= 1.0 for sentence in predictions for e in sentence)

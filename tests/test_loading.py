@@ -61,8 +61,10 @@ def test_bad_device_map_is_refused_before_loading(saved, device_map, message, mo
     ],
 )
 def test_dtype_applies_to_backbone_and_loaded_adapter(saved, kwargs, expected):
+    """The backbone computes in the dtype asked for; the adapter keeps its float32 tensors (cast as they are used), so
+    that saving it again never rounds them."""
     model = LightNerModel.from_pretrained(saved, **kwargs)
-    assert dtypes_of(model) == ({expected}, {expected})
+    assert dtypes_of(model) == ({expected}, {torch.float32})
 
 
 def test_bfloat16_model_predicts(saved):
