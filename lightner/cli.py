@@ -320,6 +320,11 @@ def _add_predict_parser(commands) -> None:
         "--min-score", type=float, default=0.0, help="leave out entities scoring below this (default: 0, keep all)"
     )
     parser.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="run the frozen backbone's linear layers in int8 (CPU inference; see README, low-precision inference)",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted run into the same --output: documents already written are not redone",
@@ -448,7 +453,8 @@ def _load_model(args: argparse.Namespace):
     if not local and not _is_hub_id(args.model):
         raise FileNotFoundError(f"folder {args.model} does not exist")
     try:
-        model = LightNerModel.from_pretrained(args.model)
+        quantize = getattr(args, "quantize", None)
+        model = LightNerModel.from_pretrained(args.model, **({"quantize": quantize} if quantize else {}))
     except OSError as error:
         if local:
             raise

@@ -507,3 +507,32 @@ def test_a_broken_or_foreign_config_file_is_named(workspace, tmp_path, capsys):
     assert main(["train", "--config", str(foreign), "--output", str(tmp_path / "b")]) == 1
     assert f"{foreign}: unknown training arguments ['lora_rank']" in error_line(capsys.readouterr().err)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_predict_quantize_loads_an_int8_backbone(trained, workspace, tmp_path, monkeypatch):
+    from lightner.hub_lightner import is_quantized
+    from lightner.modeling_lightner import LightNerModel
+
+    loaded = []
+    original = LightNerModel.from_pretrained.__func__
+
+    def recording(cls, *args, **kwargs):
+        loaded.append(original(cls, *args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(LightNerModel, "from_pretrained", classmethod(recording))
+    outputs = {}
+    for extra in ([], ["--quantize", "int8"]):
+        outputs[bool(extra)] = tmp_path / f"out-{bool(extra)}.jsonl"
+        argv = [
+            "predict",
+            "--model",
+            str(trained),
+            "--input",
+            str(workspace.dev),
+            "--output",
+            str(outputs[bool(extra)]),
+        ]
+        assert main([*argv, *extra]) == 0
+    assert [is_quantized(model.backbone) for model in loaded] == [False, True]
+    assert len(read_jsonl(outputs[True])) == len(read_jsonl(outputs[False])) == 16
