@@ -67,6 +67,9 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
+# The dtypes a backbone may be loaded in, and those an adapter file may be written in (float64 too).
+LOADING_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+COMPUTE_DTYPES = (*LOADING_DTYPES, torch.float64)
 LOADING_KWARGS = (
     *ADAPTER_HUB_KWARGS,
     "backbone_revision",
@@ -124,17 +127,10 @@ def loading_options(kwargs: Mapping[str, Any], call: str = "from_pretrained") ->
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """A backbone dtype from a `torch.dtype` or its name; None for None or "auto" (the dtype it was saved in)."""
-    if dtype is None or dtype == "auto":
+    """A backbone dtype for loading from a `torch.dtype` or its name; None for None or "auto" (as saved)."""
+    if dtype == "auto":
         return None
-    resolved = DTYPES.get(dtype.removeprefix("torch.")) if isinstance(dtype, str) else dtype
-    if resolved not in DTYPES.values():
-        hint = "; for int8 weights pass quantize='int8'" if "int" in str(dtype) else ""
-        raise ValueError(
-            f"unknown dtype {dtype!r}: the backbone cannot be cast to it; use one of float32, bfloat16, float16 (or "
-            f'"auto", the dtype it was saved in){hint}'
-        )
-    return resolved
+    return check_dtype(dtype, allowed=LOADING_DTYPES, also=' (or "auto", the dtype it was saved in)')
 
 
 def resolve_device(device_map: str | int | torch.device | Mapping | None) -> torch.device | None:
@@ -289,21 +285,30 @@ def hub_commit(name_or_path: str, subfolder: str = "", **hub) -> str | None:
 # Low precision: the dtype the backbone computes in, and int8 linear layers
 # ---------------------------------------------------------------------------------------------------------------------
 
-COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 QUANTIZATIONS = ("int8",)
 
 
-def check_dtype(dtype: torch.dtype | str | None, argument: str = "dtype") -> torch.dtype | None:
-    """`dtype` (a `torch.dtype` or its name, "bfloat16") as a floating dtype that the backbone can compute in and the
-    adapter's prompts can be cast to; None stays None (the backbone's own). Anything else is refused by name."""
+def check_dtype(
+    dtype: torch.dtype | str | None,
+    argument: str = "dtype",
+    allowed: tuple[torch.dtype, ...] = COMPUTE_DTYPES,
+    also: str = "",
+) -> torch.dtype | None:
+    """`dtype` (a `torch.dtype` or its name: "bfloat16", "bf16", "half", ...) as one of the floating dtypes `allowed`;
+    None stays None (the backbone's own). Anything else is refused by name: the backbone cannot compute in it and the
+    adapter's prompts cannot be cast to it. The one parser of dtype arguments, for loading and saving alike."""
     if dtype is None:
         return None
-    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
-    if resolved not in COMPUTE_DTYPES:
-        names = ", ".join(str(d).removeprefix("torch.") for d in COMPUTE_DTYPES)
+    if isinstance(dtype, str):
+        name = dtype.removeprefix("torch.")
+        resolved = DTYPES.get(name, getattr(torch, name, None))
+    else:
+        resolved = dtype
+    if resolved not in allowed:
+        names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
         raise ValueError(
-            f"{argument}={dtype!r}: the adapter's prompts cannot be cast to it; use one of {names}"
-            + (" (int8 weights: pass quantize='int8')" if "int" in str(dtype) else "")
+            f"unknown {argument} {dtype!r}: the backbone cannot be cast to it; use one of {names}{also}"
+            + ("; for int8 weights pass quantize='int8'" if "int" in str(dtype) else "")
         )
     return resolved
 
