@@ -28,7 +28,7 @@ from pathlib import Path
 from lightner.text_utils import join_words, split_words
 from lightner.tokenization_utils import FRAGMENT_SEPARATOR
 
-from .data import DataFormatError, Entity, Sentence, _read_text, make_span
+from .data import DataFormatError, Entity, Sentence, make_span, read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -117,10 +117,10 @@ def read_brat_document(
         raise DataFormatError(ann_path, None, "no such annotation file")
     if not text_path.is_file():
         raise DataFormatError(ann_path, None, f"its text {text_path.name} is missing (BRAT keeps it beside the .ann)")
-    text = _read_text(text_path)
+    text = read_utf8(text_path)
     spans = split_words(text)
     entities = []  # (first word, last word, entity with document word offsets)
-    for bound in parse_ann(ann_path, _read_text(ann_path)):
+    for bound in parse_ann(ann_path, read_utf8(ann_path)):
         try:
             entities.append(_word_entity(ann_path, bound, text, spans))
         except _Misaligned as error:
@@ -190,6 +190,24 @@ def _sentences(text: str, spans: Sequence[tuple[int, int]], entities: Sequence[E
     return sentences
 
 
+def text_bound_line(number: int, entity_type: str, fragments: Sequence[tuple[int, int]], text: str) -> str:
+    """The `.ann` line of entity `T{number}`: its character `fragments` of `text` and the text they hold, fragments
+    joined by `FRAGMENT_SEPARATOR` as BRAT joins them. Line breaks and tabs inside the quote become spaces, since an
+    annotation is one line of three tab-separated fields (`read_brat` compares quotes word by word)."""
+    offsets = ";".join(f"{start} {end}" for start, end in fragments)
+    quoted = FRAGMENT_SEPARATOR.join(text[start:end] for start, end in fragments)
+    return f"T{number}\t{entity_type} {offsets}\t{_one_line(quoted)}\n"
+
+
+def score_note_line(number: int, score: float) -> str:
+    """An `AnnotatorNotes` line carrying entity `T{number}`'s score (`read_brat` skips notes)."""
+    return f"#{number}\tAnnotatorNotes T{number}\tscore {score:.4f}\n"
+
+
+def _one_line(quoted: str) -> str:
+    return quoted.translate(str.maketrans("\r\n\t", "   "))
+
+
 def write_brat(
     sentences: Sequence[Sentence], path: str | PathLike, scores: Sequence[Mapping[Entity, float]] | None = None
 ) -> Path:
@@ -204,7 +222,7 @@ def write_brat(
     path = Path(path)
     if path.suffix != ANN_SUFFIX:
         path = path / f"{path.name}{ANN_SUFFIX}"
-    lines, annotations, offset, number = [], [], 0, 0
+    lines, placed, offset = [], [], 0  # placed: (sentence index, entity, its character fragments)
     for index, sentence in enumerate(sentences):
         line, spans = join_words(sentence.words)
         if split_words(line) != spans:
@@ -213,19 +231,31 @@ def write_brat(
                 "words (BRAT text is split into words as raw text is)"
             )
         for entity in sentence.entities:
-            number += 1
-            fragments = [(offset + spans[s][0], offset + spans[e - 1][1]) for s, e in entity.fragments]
-            quoted = FRAGMENT_SEPARATOR.join(" ".join(sentence.words[s:e]) for s, e in entity.fragments)
-            offsets = ";".join(f"{start} {end}" for start, end in fragments)
-            annotations.append(f"T{number}\t{entity.type} {offsets}\t{quoted}\n")
-            if scores is not None:
-                annotations.append(f"#{number}\tAnnotatorNotes T{number}\tscore {scores[index][entity]:.4f}\n")
+            placed.append(
+                (index, entity, [(offset + spans[s][0], offset + spans[e - 1][1]) for s, e in entity.fragments])
+            )
         lines.append(line + "\n")
         offset += len(line) + 1
+    text = "".join(lines)
+    annotations = []
+    for number, (index, entity, fragments) in enumerate(placed, start=1):
+        annotations.append(text_bound_line(number, entity.type, fragments, text))
+        if scores is not None:
+            annotations.append(score_note_line(number, scores[index][entity]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(TEXT_SUFFIX).write_text("".join(lines), encoding="utf-8", newline="")
+    path.with_suffix(TEXT_SUFFIX).write_text(text, encoding="utf-8", newline="")
     path.write_text("".join(annotations), encoding="utf-8", newline="")
     return path
 
 
-__all__ = ["ANN_SUFFIX", "TEXT_SUFFIX", "TextBound", "parse_ann", "read_brat", "read_brat_document", "write_brat"]
+__all__ = [
+    "ANN_SUFFIX",
+    "TEXT_SUFFIX",
+    "TextBound",
+    "parse_ann",
+    "read_brat",
+    "read_brat_document",
+    "score_note_line",
+    "text_bound_line",
+    "write_brat",
+]

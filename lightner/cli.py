@@ -293,7 +293,7 @@ def _add_predict_parser(commands) -> None:
 
     parser = commands.add_parser(
         "predict",
-        help="tag a corpus, written as it goes (JSON Lines, CoNLL or spaCy)",
+        help="tag a corpus, written as it goes (JSON Lines, CoNLL, spaCy or BRAT)",
         description="Predict entities for every document of --input and write them to --output as they come, so "
         "that a corpus of any size fits in memory; --resume continues a killed run. Under `accelerate launch "
         "--num_processes N -m lightner predict ...` the processes share the documents and one output is written, in "
@@ -305,13 +305,14 @@ def _add_predict_parser(commands) -> None:
     )
     _add_model_arguments(parser)
     parser.add_argument("--input", required=True, help="the documents (see the formats above)")
-    parser.add_argument("--output", required=True, type=Path, help="file to write")
+    parser.add_argument("--output", required=True, type=Path, help="file to write (a folder for --output-format brat)")
     parser.add_argument(
         "--format",
         choices=("auto", *INPUT_FORMATS),
         default="auto",
-        help="input format (default: auto): a folder or a path without suffix as datasets, .jsonl/.json as JSON "
-        "Lines, a file whose first lines are `word ... TAG` columns as CoNLL, anything else as plain text",
+        help="input format (default: auto): a folder of .txt files as BRAT texts, another folder or a path without "
+        "suffix as datasets, .jsonl/.json as JSON Lines, a file whose first lines are `word ... TAG` columns as "
+        "CoNLL, anything else as plain text",
     )
     parser.add_argument(
         "--output-format", choices=tuple(OUTPUT_FORMATS), default="jsonl", help="output format (default: jsonl)"

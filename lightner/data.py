@@ -265,7 +265,7 @@ def tags_from_spans(spans: Iterable[Span], length: int, *, scheme: str = "IOB2")
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _read_text(path: Path) -> str:
+def read_utf8(path: Path) -> str:
     """The file as text, failing with the line of the first undecodable byte so that the file can be fixed."""
     data = path.read_bytes()
     try:
@@ -321,7 +321,7 @@ def read_conll(path: str | PathLike, *, scheme: str = "auto") -> list[Sentence]:
     path = Path(path)
     parse = _tag_parser(scheme)
     sentences = []
-    for block in _conll_blocks(_read_text(path)):
+    for block in _conll_blocks(read_utf8(path)):
         tags = []
         for number, columns in block:
             if len(columns) < 2:
@@ -417,7 +417,7 @@ def read_jsonl(path: str | PathLike) -> list[Sentence]:
     """
     path = Path(path)
     sentences = []
-    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+    for number, line in enumerate(read_utf8(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -448,7 +448,7 @@ def read_text(path: str | PathLike) -> list[Sentence]:
     from lightner.text_utils import split_words
 
     path = Path(path)
-    lines = _read_text(path).split("\n")
+    lines = read_utf8(path).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [
@@ -864,6 +864,7 @@ __all__ = [
     "read_hf_folder",
     "read_sentences",
     "read_text",
+    "read_utf8",
     "read_words",
     "write_sentences",
     "Sentence",

@@ -27,10 +27,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from .data import DataFormatError, Span, detect_format, load_hf_dataset, split_source, tags_from_spans
+from .brat import ANN_SUFFIX, TEXT_SUFFIX, score_note_line, text_bound_line
+from .data import DataFormatError, Span, detect_format, load_hf_dataset, read_utf8, split_source, tags_from_spans
 from .text_utils import join_words, split_words
+from .tokenization_utils import FRAGMENT_SEPARATOR
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +40,19 @@ PROGRESS_SUFFIX = ".progress"
 # Documents per process and chunk, in batches: enough to keep batches full, little enough to lose on a kill.
 CHUNK_BATCHES = 4
 _TAG = re.compile(r"^(O|[BIES]-\S+)$")
+# Files `datasets.save_to_disk` writes, which tell a datasets folder from a folder of BRAT texts.
+_DATASETS_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
+# A JSON Lines `id` used as a BRAT output name: a plain file name, never a path.
+_SAFE_NAME = re.compile(r"^\w[\w.-]*$")
 
 
 @dataclass
 class Document:
     """One input document: raw `text`, or `words` (word input), with the fields passed through from JSON Lines.
 
-    `line` is where it starts in the input (1-based); `skipped` marks a bad line that `--skip-bad-lines` left out,
-    which counts as done for `--resume` but writes nothing.
+    `line` is where it starts in the input (1-based; a row for `datasets` input); `skipped` marks a bad line that
+    `--skip-bad-lines` left out, which counts as done for `--resume` but writes nothing. `name` is a BRAT input
+    document's path in its folder, without the suffix.
     """
 
     line: int
@@ -53,6 +60,7 @@ class Document:
     words: list[str] | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     skipped: bool = False
+    name: str | None = None
 
     def as_text(self) -> tuple[str, list[tuple[int, int]]]:
         """The text the entities' character offsets refer to, and its words' character spans."""
@@ -136,6 +144,16 @@ def read_dataset_documents(source: str, skip_bad_lines: bool, tokens_column: str
         yield Document(row + 1, words=list(record[tokens_column]))
 
 
+def read_brat_documents(path: Path, skip_bad_lines: bool) -> Iterator[Document]:
+    """A document per `.txt` file of a BRAT folder (searched recursively, in path order; `.ann` files there are not
+    read), named by its path in the folder, so that `--output-format brat` writes each `.ann` under the same name. A
+    single `.txt` file is one document."""
+    files = sorted(path.rglob(f"*{TEXT_SUFFIX}")) if path.is_dir() else [path]
+    for file in files:
+        name = file.relative_to(path).with_suffix("").as_posix() if path.is_dir() else file.stem
+        yield Document(1, text=read_utf8(file), name=name)
+
+
 @dataclass(frozen=True)
 class InputFormat:
     name: str
@@ -156,19 +174,28 @@ INPUT_FORMATS: dict[str, InputFormat] = {
         InputFormat(
             "hf", "a datasets folder or Hub dataset, NAME[:SPLIT], words in its tokens column", read_dataset_documents
         ),
+        InputFormat("brat", "a folder of BRAT .txt documents, each a document of any length", read_brat_documents),
     )
 }
 
 
 def detect_input_format(path: str | os.PathLike) -> str:
-    """`hf` for a `datasets` source, `jsonl` for .jsonl/.json, else `conll` if its first lines are `word ... TAG`
-    columns, else `text`. Only the first 50 non-blank lines are read, so detection costs nothing on a large corpus."""
+    """`brat` for a folder of `.txt` files that is not a `datasets` folder, `hf` for a `datasets` source, `jsonl` for
+    .jsonl/.json, else `conll` if its first lines are `word ... TAG` columns, else `text`. Only the first 50 non-blank
+    lines are read, so detection costs nothing on a large corpus."""
+    if _is_text_folder(Path(path)):
+        return "brat"
     name = detect_format(split_source(path)[0])
     if name in ("hf", "jsonl"):
         return name
     sample = list(islice((line for _, line in _lines(Path(path)) if line.strip()), 50))
     tagged = [line for line in sample if line.split()[0] == "-DOCSTART-" or _is_tagged(line)]
     return "conll" if sample and len(tagged) == len(sample) else "text"
+
+
+def _is_text_folder(path: Path) -> bool:
+    datasets_folder = any((path / marker).is_file() for marker in _DATASETS_MARKERS)
+    return path.is_dir() and not datasets_folder and next(path.rglob(f"*{TEXT_SUFFIX}"), None) is not None
 
 
 def _is_tagged(line: str) -> bool:
@@ -181,7 +208,7 @@ def read_documents(source: str, data_format: str = "auto", skip_bad_lines: bool 
     name = detect_input_format(source) if data_format == "auto" else data_format
     if name not in INPUT_FORMATS:
         raise ValueError(f"unknown input format {name!r}; expected one of {tuple(INPUT_FORMATS)}")
-    if name != "hf" and not Path(source).is_file():
+    if name == "brat" and not Path(source).exists() or name not in ("hf", "brat") and not Path(source).is_file():
         raise FileNotFoundError(f"{source}: no such file")
     return INPUT_FORMATS[name].read(source if name == "hf" else Path(source), skip_bad_lines)
 
@@ -193,22 +220,29 @@ def read_documents(source: str, data_format: str = "auto", skip_bad_lines: bool 
 
 def word_entities(document: Document, entities: Sequence[Mapping]) -> list[dict]:
     """The pipeline's character-offset entities as `predict`'s word-offset ones (`type`, `start`, `end`, `text`,
-    `score`), over the document's words; the inverse of `text_utils.character_entity`."""
+    `score`, and `fragments` for a discontinuous one), over the document's words; the inverse of
+    `text_utils.character_entity`."""
     text, spans = document.as_text()
     starts, ends = [start for start, _ in spans], [end for _, end in spans]
     words = document.words if document.words is not None else [text[start:end] for start, end in spans]
+
+    def word_span(start: int, end: int) -> tuple[int, int]:
+        return bisect_right(starts, start) - 1, bisect_left(ends, end) + 1
+
     converted = []
     for entity in entities:
-        first, last = bisect_right(starts, entity["start"]) - 1, bisect_left(ends, entity["end"])
+        fragments = [word_span(f["start"], f["end"]) for f in entity.get("fragments") or [entity]]
         converted.append(
             {
                 "type": entity["entity_group"],
-                "start": first,
-                "end": last + 1,
-                "text": " ".join(words[first : last + 1]),
+                "start": fragments[0][0],
+                "end": fragments[-1][1],
+                "text": FRAGMENT_SEPARATOR.join(" ".join(words[first:end]) for first, end in fragments),
                 "score": entity["score"],
             }
         )
+        if len(fragments) > 1:
+            converted[-1]["fragments"] = [list(fragment) for fragment in fragments]
     return converted
 
 
@@ -225,32 +259,57 @@ def write_jsonl(document: Document, entities: Sequence[Mapping]) -> str:
 
 def write_conll(document: Document, entities: Sequence[Mapping]) -> str:
     """`word<TAB>tag` lines in IOB2 and a blank line (text input is split into words as the pipeline splits it).
-    Overlapping entities cannot be tagged, so the higher-scoring one of an overlap is kept."""
+
+    BIO tags cannot hold overlapping or discontinuous entities: of an overlap the higher-scoring entity is kept, a
+    discontinuous entity is left out, and either is logged with the document's line (JSON Lines and BRAT keep all)."""
     text, spans = document.as_text()
     words = document.words if document.words is not None else [text[start:end] for start, end in spans]
     kept: list[Span] = []
-    for entity in sorted(word_entities(document, entities), key=lambda e: -e["score"]):
-        if all(entity["end"] <= span.start or span.end <= entity["start"] for span in kept):
+    converted = word_entities(document, entities)
+    for entity in sorted(converted, key=lambda e: -e["score"]):
+        fits = all(entity["end"] <= span.start or span.end <= entity["start"] for span in kept)
+        if fits and "fragments" not in entity:
             kept.append(Span(entity["start"], entity["end"], entity["type"]))
+    if len(kept) < len(converted):
+        logger.warning(
+            f"line {document.line}: {len(converted) - len(kept)} overlapping or discontinuous entities cannot be "
+            "written as CoNLL tags and were left out (--output-format jsonl or brat keeps them)"
+        )
     tags = tags_from_spans(kept, len(words), scheme="IOB2")
     return "".join(f"{word}\t{tag}\n" for word, tag in zip(words, tags)) + "\n"
 
 
 def write_spacy(document: Document, entities: Sequence[Mapping]) -> str:
     """spaCy's `{"text", "ents": [{"start", "end", "label"}]}` with character offsets (word input: the words joined
-    by spaces), one per line: each line is what `displacy.render(..., style="ent", manual=True)` takes."""
+    by spaces), one per line: each line is what `displacy.render(..., style="ent", manual=True)` takes. A
+    discontinuous entity is drawn as the one span around its fragments, since displaCy has no fragments."""
     text, _ = document.as_text()
     ents = [{"start": e["start"], "end": e["end"], "label": e["entity_group"]} for e in entities]
     return json.dumps({"text": text, "ents": ents}, ensure_ascii=False) + "\n"
 
 
+def write_brat_files(document: Document, entities: Sequence[Mapping]) -> dict[str, str]:
+    """BRAT standoff: the document's text (`.txt`; word input: the words joined by spaces) and its entities
+    (`.ann`): a `T` line each, a discontinuous one with all its fragments (`T1<TAB>ADR 10 16;27 31<TAB>muscle pain`),
+    and its score as an `AnnotatorNotes` line."""
+    text, _ = document.as_text()
+    annotations = []
+    for number, entity in enumerate(entities, start=1):
+        fragments = [(fragment["start"], fragment["end"]) for fragment in entity.get("fragments") or [entity]]
+        annotations.append(text_bound_line(number, entity["entity_group"], fragments, text))
+        annotations.append(score_note_line(number, entity["score"]))
+    return {TEXT_SUFFIX: text, ANN_SUFFIX: "".join(annotations)}
+
+
 @dataclass(frozen=True)
 class OutputFormat:
-    """An output format: `write(document, entities)` is the text of one document (the pipeline's entities)."""
+    """An output format: `write(document, entities)` is the text of one document (the pipeline's entities) in the
+    output file, or, for a `folder` format, the document's files as `{suffix: text}`."""
 
     name: str
     description: str
-    write: Callable[[Document, Sequence[Mapping]], str]
+    write: Callable[[Document, Sequence[Mapping]], str | dict[str, str]]
+    folder: bool = False
 
 
 OUTPUT_FORMATS: dict[str, OutputFormat] = {
@@ -259,6 +318,13 @@ OUTPUT_FORMATS: dict[str, OutputFormat] = {
         OutputFormat("jsonl", "JSON Lines: character offsets for text, word offsets for words", write_jsonl),
         OutputFormat("conll", "CoNLL: word<TAB>IOB2 tag, a blank line after each document", write_conll),
         OutputFormat("spacy", 'spaCy/displaCy JSON Lines: {"text", "ents": [{"start", "end", "label"}]}', write_spacy),
+        OutputFormat(
+            "brat",
+            "BRAT standoff, --output a folder: NAME.txt and NAME.ann per document (NAME: a BRAT input's file name, a "
+            "JSON Lines `id`, else doc-LINE), discontinuous entities with all their fragments",
+            write_brat_files,
+            folder=True,
+        ),
     )
 }
 
@@ -322,11 +388,10 @@ def run_prediction(run: PredictionRun, pipeline, state=None) -> dict[str, int]:
         raise ValueError(f"unknown output format {run.output_format!r}; expected one of {tuple(OUTPUT_FORMATS)}")
     progress = Progress.read(run.output) if run.resume else Progress()
     documents = islice(read_documents(run.source, run.input_format, run.skip_bad_lines), progress.documents, None)
-    write = OUTPUT_FORMATS[run.output_format].write
     counts = {"documents": 0, "skipped": 0, "entities": 0}
     page: list[tuple[str, list]] = []  # --html only: the page shows every document, so it holds them
     chunk_size = run.batch_size * CHUNK_BATCHES * world
-    output = _open_output(run.output, progress) if main else None
+    output = open_output(run.output, OUTPUT_FORMATS[run.output_format], progress) if main else None
     bar = _progress_bar(run, progress.documents) if main and run.show_progress else None
     try:
         while chunk := list(islice(documents, chunk_size)):
@@ -340,14 +405,12 @@ def run_prediction(run: PredictionRun, pipeline, state=None) -> dict[str, int]:
                     if document.skipped:
                         counts["skipped"] += 1
                         continue
-                    output.write(write(document, results[index]))
+                    output.add(document, results[index])
                     if run.html is not None:
                         page.append((document.as_text()[0], results[index]))
                     counts["documents"] += 1
                     counts["entities"] += len(results[index])
-                output.flush()
-                os.fsync(output.fileno())
-                progress = Progress(progress.documents + len(chunk), output.tell())
+                progress = Progress(progress.documents + len(chunk), output.commit())
                 progress.write(run.output)
                 if bar is not None:
                     bar.update(len(chunk))
@@ -392,21 +455,103 @@ def _tag_chunk(chunk: list[Document], rank: int, world: int, pipeline, run: Pred
     return results
 
 
-def _open_output(output: Path, progress: Progress) -> TextIO:
-    """The output file, truncated to what `progress` records (a resumed run drops the part of an unfinished chunk)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if progress.documents == 0:
-        Progress.path(output).unlink(missing_ok=True)
-        return output.open("w", encoding="utf-8", newline="")
-    if not output.is_file() or output.stat().st_size < progress.output_bytes:
-        raise ValueError(
-            f"--resume: {output} is shorter than the {progress.output_bytes} bytes its progress file records; it was "
-            "changed since the run stopped, so start again without --resume"
-        )
-    file = output.open("r+", encoding="utf-8", newline="")
-    file.truncate(progress.output_bytes)
-    file.seek(progress.output_bytes)
-    return file
+class StreamOutput:
+    """One output file, a document after another. `commit` makes what was added durable and returns the file's
+    size, which `--resume` truncates the file back to (dropping the part of an unfinished chunk)."""
+
+    def __init__(self, path: Path, output_format: OutputFormat, progress: Progress):
+        self.write = output_format.write
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if progress.documents == 0:
+            Progress.path(path).unlink(missing_ok=True)
+            self.file = path.open("w", encoding="utf-8", newline="")
+            return
+        if not path.is_file() or path.stat().st_size < progress.output_bytes:
+            raise ValueError(
+                f"--resume: {path} is shorter than the {progress.output_bytes} bytes its progress file records; it "
+                "was changed since the run stopped, so start again without --resume"
+            )
+        self.file = path.open("r+", encoding="utf-8", newline="")
+        self.file.truncate(progress.output_bytes)
+        self.file.seek(progress.output_bytes)
+
+    def add(self, document: Document, entities: Sequence[Mapping]) -> None:
+        self.file.write(self.write(document, entities))
+
+    def commit(self) -> int:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        return self.file.tell()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class FolderOutput:
+    """A folder of files per document (BRAT's `NAME.txt` and `NAME.ann`). Each file is written whole under a
+    temporary name and then renamed, so a killed run leaves every file whole or absent, and `--resume` rewrites the
+    documents of the unfinished chunk under the same names.
+
+    Nothing already there is lost: a new run refuses a folder that holds `.ann` files, and a `.txt` that exists
+    (predicting into the BRAT corpus's own folder) is left as it is when it holds the document's text and refused
+    otherwise.
+    """
+
+    def __init__(self, folder: Path, output_format: OutputFormat, progress: Progress):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{folder} is a file; --output-format {output_format.name} writes a folder")
+        existing = next(folder.rglob(f"*{ANN_SUFFIX}"), None) if folder.is_dir() else None
+        if progress.documents == 0 and existing is not None:
+            raise ValueError(
+                f"{folder} already holds annotations ({existing}) that predictions could overwrite: choose a new or "
+                "empty folder, or pass --resume to continue the run that wrote them"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        if progress.documents == 0:
+            Progress.path(folder).unlink(missing_ok=True)
+        self.folder, self.write = folder, output_format.write
+        self.lines: dict[str, int] = {}  # name -> input line, to refuse two documents of one name
+
+    def add(self, document: Document, entities: Sequence[Mapping]) -> None:
+        name = document_name(document)
+        if name in self.lines:
+            raise ValueError(
+                f"line {document.line}: its document name {name!r} is also that of line {self.lines[name]}, so its "
+                "files would replace theirs; give the documents distinct ids"
+            )
+        self.lines[name] = document.line
+        for suffix, content in self.write(document, entities).items():
+            path = self.folder / f"{name}{suffix}"
+            if suffix == TEXT_SUFFIX and path.is_file():
+                if read_utf8(path) == content:
+                    continue
+                raise ValueError(f"{path} exists and holds another text than line {document.line}'s; not replaced")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(path.name + ".tmp")
+            temporary.write_text(content, encoding="utf-8", newline="")
+            os.replace(temporary, path)
+
+    def commit(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def open_output(path: Path, output_format: OutputFormat, progress: Progress) -> StreamOutput | FolderOutput:
+    """Where a run writes: a file, or a folder for a folder format, continued from `progress`."""
+    return (FolderOutput if output_format.folder else StreamOutput)(path, output_format, progress)
+
+
+def document_name(document: Document) -> str:
+    """A document's file name in a folder output: its BRAT input name, else its JSON Lines `id` when that is a plain
+    file name, else `doc-` and its input line (a row for `datasets` input)."""
+    identifier = document.fields.get("id")
+    if document.name is not None:
+        return document.name
+    if isinstance(identifier, (str, int)) and not isinstance(identifier, bool) and _SAFE_NAME.match(str(identifier)):
+        return str(identifier)
+    return f"doc-{document.line:08d}"
 
 
 def _progress_bar(run: PredictionRun, done: int):
@@ -419,11 +564,15 @@ __all__ = [
     "INPUT_FORMATS",
     "OUTPUT_FORMATS",
     "Document",
+    "FolderOutput",
     "InputFormat",
     "OutputFormat",
     "PredictionRun",
     "Progress",
+    "StreamOutput",
     "detect_input_format",
+    "document_name",
+    "open_output",
     "read_documents",
     "run_prediction",
     "word_entities",

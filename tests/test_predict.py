@@ -228,3 +228,160 @@ def test_cli_predict_rejects_bad_options(adapter, tmp_path, capsys):
         main([*argv, "--min-score", "2"])
     assert "--min-score must be between 0 and 1" in capsys.readouterr().err
     assert main([*argv, "--output-format", "spacy"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# BRAT output: one .txt and .ann per document, discontinuous entities with all their fragments
+# ---------------------------------------------------------------------------------------------------------------------
+
+ADR_TEXT = "She had muscle and joint pain after the first dose."
+
+
+def adr_entity(text: str, fragments: list[str], entity_type: str = "ADR", score: float = 0.9) -> dict:
+    """A pipeline entity over `text` made of the given fragment texts, found in order (test data)."""
+    spans, cursor = [], 0
+    for fragment in fragments:
+        start = text.index(fragment, cursor)
+        spans.append({"start": start, "end": start + len(fragment), "word": fragment})
+        cursor = start + len(fragment)
+    entity = {"entity_group": entity_type, "score": score, "start": spans[0]["start"], "end": spans[-1]["end"]}
+    entity["word"] = " ".join(f["word"] for f in spans) if len(spans) > 1 else spans[0]["word"]
+    if len(spans) > 1:
+        entity["fragments"] = spans
+    return entity
+
+
+ADR_ENTITIES = [
+    adr_entity(ADR_TEXT, ["muscle", "pain"]),
+    adr_entity(ADR_TEXT, ["joint pain"], score=0.75),
+    adr_entity(ADR_TEXT, ["first dose"], "Drug", 0.5),
+]
+
+
+class FixedPipeline:
+    """Stands in for the pipeline in file-format tests: the given entities for every text, the call recorded."""
+
+    def __init__(self, entities_of):
+        self.entities_of, self.calls = entities_of, []
+
+    def __call__(self, inputs, **kwargs):
+        self.calls.append(list(inputs))
+        return [self.entities_of(text if isinstance(text, str) else " ".join(text)) for text in inputs]
+
+
+def test_brat_output_reads_back_with_every_fragment(tmp_path):
+    from lightner.brat import parse_ann, read_brat
+
+    source = corpus(tmp_path, [ADR_TEXT, "nothing here"])
+    pipeline = FixedPipeline(lambda text: ADR_ENTITIES if text == ADR_TEXT else [])
+    output = predict(tmp_path, pipeline, source, output_format="brat", output=tmp_path / "brat")
+    assert sorted(p.name for p in output.iterdir()) == [
+        "doc-00000001.ann", "doc-00000001.txt", "doc-00000002.ann", "doc-00000002.txt",
+    ]  # fmt: skip
+    assert (output / "doc-00000001.txt").read_text(encoding="utf-8") == ADR_TEXT
+    ann = (output / "doc-00000001.ann").read_text(encoding="utf-8")
+    assert ann.splitlines()[:2] == ["T1\tADR 8 14;25 29\tmuscle pain", "#1\tAnnotatorNotes T1\tscore 0.9000"]
+    bounds = parse_ann(output / "doc-00000001.ann", ann)
+    assert [(b.type, b.fragments, b.text) for b in bounds] == [
+        ("ADR", ((8, 14), (25, 29)), "muscle pain"),
+        ("ADR", ((19, 29),), "joint pain"),
+        ("Drug", ((40, 50),), "first dose"),
+    ]
+    (sentence, empty) = read_brat(output)  # read back as training data: word offsets, both ADRs sharing "pain"
+    assert {(e.type, e.fragments) for e in sentence.entities} == {
+        ("ADR", ((2, 3), (5, 6))), ("ADR", ((4, 6),)), ("Drug", ((8, 10),)),
+    }  # fmt: skip
+    assert empty.words == ["nothing", "here"] and not empty.entities
+    # The same run in JSON Lines holds the same entities, character for character.
+    (record, _) = records(predict(tmp_path, pipeline, source, output=tmp_path / "same.jsonl"))
+    assert record["entities"] == ADR_ENTITIES
+
+
+def test_brat_folder_in_brat_out_beside_the_texts(tmp_path):
+    """A folder of BRAT texts (any length, several lines) is read a file at a time and its .ann files are written
+    under the same names, into the corpus's own folder too: its texts are left as they are."""
+    corpus_dir = tmp_path / "corpus"
+    (corpus_dir / "part").mkdir(parents=True)
+    texts = {"a": ADR_TEXT + "\nSecond line, no entity.\n", "part/b": "nothing here\n"}
+    for name, text in texts.items():
+        (corpus_dir / f"{name}.txt").write_text(text, encoding="utf-8")
+    assert detect_input_format(corpus_dir) == "brat"
+    pipeline = FixedPipeline(lambda text: ADR_ENTITIES if text.startswith(ADR_TEXT) else [])
+    predict(tmp_path, pipeline, corpus_dir, output_format="brat", output=corpus_dir)
+    assert pipeline.calls == [list(texts.values())]  # whole documents, in path order
+    assert {p.relative_to(corpus_dir).as_posix() for p in corpus_dir.rglob("*.ann")} == {"a.ann", "part/b.ann"}
+    assert all((corpus_dir / f"{name}.txt").read_text(encoding="utf-8") == text for name, text in texts.items())
+    assert (corpus_dir / "a.ann").read_text(encoding="utf-8").startswith("T1\tADR 8 14;25 29\tmuscle pain\n")
+    assert (corpus_dir / "part" / "b.ann").read_text(encoding="utf-8") == ""
+
+
+def test_brat_output_loses_nothing_already_written(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(json.dumps(r) + "\n" for r in ({"id": "x1", "text": ADR_TEXT}, {"id": "../up", "text": "hi"}))
+    )
+    pipeline = FixedPipeline(lambda text: [])
+    output = predict(tmp_path, pipeline, source, output_format="brat", output=tmp_path / "out")
+    # A JSON Lines id names the files when it is a plain file name; a path-like one is not used as a path.
+    assert sorted(p.name for p in output.iterdir()) == ["doc-00000002.ann", "doc-00000002.txt", "x1.ann", "x1.txt"]
+    with pytest.raises(ValueError, match=r"out already holds annotations .*x1.ann.* --resume"):
+        predict(tmp_path, pipeline, source, output_format="brat", output=output)
+    clashing = tmp_path / "clash.jsonl"
+    clashing.write_text(json.dumps({"id": "x1", "text": "a"}) + "\n" + json.dumps({"id": "x1", "text": "b"}) + "\n")
+    with pytest.raises(ValueError, match=r"line 2: its document name 'x1' is also that of line 1"):
+        predict(tmp_path, pipeline, clashing, output_format="brat", output=tmp_path / "clash")
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "x1.txt").write_text("another text", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"x1.txt exists and holds another text than line 1's; not replaced"):
+        predict(tmp_path, pipeline, source, output_format="brat", output=texts)
+    assert (texts / "x1.txt").read_text(encoding="utf-8") == "another text"
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match=r"a-file is a file; --output-format brat writes a folder"):
+        predict(tmp_path, pipeline, source, output_format="brat", output=tmp_path / "a-file")
+
+
+def test_brat_output_interrupted_and_resumed_gives_the_files_of_one_run(tmp_path, monkeypatch):
+    lines = [f"{ADR_TEXT} ({i})" for i in range(12)]
+    source = corpus(tmp_path, lines)
+    pipeline = FixedPipeline(lambda text: ADR_ENTITIES)
+    complete = predict(tmp_path, pipeline, source, batch_size=1, output_format="brat", output=tmp_path / "complete")
+    real, written = OUTPUT_FORMATS["brat"], []
+
+    def dying_write(document, entities):
+        if len(written) == 6:  # chunks are 4 documents: the second chunk is half written
+            raise KeyboardInterrupt
+        written.append(document.line)
+        return real.write(document, entities)
+
+    monkeypatch.setitem(OUTPUT_FORMATS, "brat", real.__class__("brat", "", dying_write, folder=True))
+    output = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        predict(tmp_path, pipeline, source, batch_size=1, output_format="brat", output=output)
+    assert len(list(output.glob("*.ann"))) == 6 and Progress.read(output).documents == 4
+    monkeypatch.setitem(OUTPUT_FORMATS, "brat", real)
+    predict(tmp_path, pipeline, source, batch_size=1, output_format="brat", output=output, resume=True)
+    files = sorted(p.name for p in complete.iterdir())
+    assert sorted(p.name for p in output.iterdir()) == files and len(files) == 24
+    assert all((output / name).read_bytes() == (complete / name).read_bytes() for name in files)
+    assert not Progress.path(output).exists()
+
+
+def test_word_input_keeps_fragments_and_conll_says_what_it_leaves_out(tmp_path, caplog):
+    source = tmp_path / "in.conll"
+    words = ADR_TEXT.rstrip(".").split() + ["."]
+    source.write_text("".join(f"{word} O\n" for word in words))
+    joined = " ".join(words)
+    pipeline = FixedPipeline(lambda text: [adr_entity(joined, ["muscle", "pain"]), adr_entity(joined, ["first dose"])])
+    (record,) = records(predict(tmp_path, pipeline, source, output=tmp_path / "words.jsonl"))
+    assert record["entities"][0] == {
+        "type": "ADR", "start": 2, "end": 6, "text": "muscle pain", "score": 0.9, "fragments": [[2, 3], [5, 6]],
+    }  # fmt: skip
+    from lightner.data import read_jsonl
+
+    (sentence,) = read_jsonl(tmp_path / "words.jsonl")  # readable back as data, fragments and all
+    assert [(e.type, e.fragments) for e in sentence.entities] == [("ADR", ((2, 3), (5, 6))), ("ADR", ((8, 10),))]
+    tagged = predict(tmp_path, pipeline, source, output_format="conll", output=tmp_path / "out.conll")
+    assert [tuple(span) for span in read_conll(tagged)[0].entities] == [(8, 10, "ADR")]
+    assert any("line 1: 1 overlapping or discontinuous entities cannot be written as CoNLL" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
