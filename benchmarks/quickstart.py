@@ -17,7 +17,7 @@ before it):
 
 The first-run time is the measured main job with its scoring replaced by the `gold` scoring.
 
-    python benchmarks/quickstart.py --json        # about 5 minutes on 2 quiet cores
+    python benchmarks/quickstart.py --json        # about 10 minutes on 2 quiet cores
 
 A table goes to stderr; with `--json`, one JSON object goes to stdout.
 """

@@ -97,11 +97,12 @@ def _add_train_parser(commands) -> None:
     protocol.add_argument(
         "--protocol",
         choices=PROTOCOLS,
-        help="quickstart: a first run without a GPU, MIT Restaurant 10-shot trained from the backbone (batch 4, 10 "
-        "epochs) and tested on its test file; indomain: CoNLL-2003 indomain-train/dev/test; supervised: CoNLL-2003 "
-        "train/dev/test; crossdomain: a CoNLL-2003 source adapter (trained first into OUTPUT/source unless "
-        "--init-prompts-from names one) whose prompts initialise an adapter for --target, trained on its --shots "
-        "file and tested on its test file (these corpora have no dev set, so the last epoch is kept)",
+        help="quickstart: a first run without a GPU, MIT Restaurant 10-shot trained from the backbone (the "
+        "crossdomain settings) and tested on its test file; indomain: CoNLL-2003 indomain-train/dev/test; "
+        "supervised: CoNLL-2003 train/dev/test; crossdomain: a CoNLL-2003 source adapter (trained first into "
+        "OUTPUT/source unless --init-prompts-from names one) whose prompts initialise an adapter for --target, "
+        "trained on its --shots file and tested on its test file (these corpora have no dev set, so the last epoch "
+        "is kept)",
     )
     protocol.add_argument(
         "--data-dir",

@@ -59,7 +59,7 @@ def test_quickstart_protocol_is_one_restaurant_run_from_the_backbone(tmp_path):
     (run,) = protocol_runs("quickstart", data, {"output_dir": str(tmp_path / "quick")})
     assert Path(run.train_file) == data / "mit-restaurant" / "10-shot-train.txt" and run.dev_file is None
     assert Path(run.test_file) == data / "mit-restaurant" / "test.txt" and run.init_prompts_from is None
-    assert (run.learning_rate, run.batch_size, run.epochs, run.max_length_a) == (5e-5, 4, 10, 0.8)
+    assert (run.learning_rate, run.batch_size, run.epochs, run.max_length_a) == (5e-5, 3, 30, 0.8)
 
 
 def test_crossdomain_protocol_trains_a_source_adapter_first(tmp_path):
