@@ -333,9 +333,14 @@ class Int8Linear(torch.nn.Module):
     Why rows rather than one scale per tensor (as `torch.ao`'s dynamic linear does): each row's result then depends
     on that row alone, so a sentence gets the same output alone, in a batch, or after others left the batch; and one
     outlier row cannot coarsen every other row's quantization.
+
+    `asymmetric` inputs map each row's [min, max] onto the 256 int8 levels (a zero point per row) instead of
+    [-max|x|, max|x|]: for a layer fed by GELU, whose outputs are at least -0.17, the symmetric range leaves about half
+    of the levels unused. With `x = scale * (q - zero)`, `x @ W.T = scale * (q @ W.T - zero * W.sum(1))`, so it costs
+    one more product with the weight rows' sums, kept as a buffer.
     """
 
-    def __init__(self, linear: torch.nn.Linear):
+    def __init__(self, linear: torch.nn.Linear, asymmetric: bool = False):
         super().__init__()
         weight = linear.weight.detach().float()  # [out, in]
         scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127  # [out]
@@ -343,23 +348,52 @@ class Int8Linear(torch.nn.Module):
         self.register_buffer("weight_int8", (weight / scale[:, None]).round().to(torch.int8))  # [out, in]
         self.register_buffer("weight_scale", scale)  # [out]
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())  # [out]
+        row_sums = self.weight_int8.sum(dim=1, dtype=torch.int32).float() if asymmetric else None  # [out]
+        self.register_buffer("weight_row_sums", row_sums)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).float()  # [rows, in]
-        scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / 127  # [rows, 1]
-        quantized = (rows / scale).round_().to(torch.int8)  # [rows, in]
-        out = torch._int_mm(quantized, self.weight_int8.t()).float().mul_(scale).mul_(self.weight_scale)  # [rows, out]
+        if self.weight_row_sums is None:
+            quantized, scale = _quantize_rows(rows)
+            out = torch._int_mm(quantized, self.weight_int8.t()).float()  # [rows, out]
+        else:
+            quantized, scale, zero = _quantize_rows_asymmetric(rows)
+            out = torch._int_mm(quantized, self.weight_int8.t()).float()  # [rows, out]
+            out.addr_(zero.squeeze(1), self.weight_row_sums, alpha=-1)  # - zero [rows] x row sums [out]
+        out.mul_(scale).mul_(self.weight_scale)
         if self.bias is not None:
             out.add_(self.bias)
         return out.view(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        shape = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return f"{shape}, asymmetric={self.weight_row_sums is not None}"
+
+
+def _quantize_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 rows: `rows ~ scale * quantized`, scale [rows, 1] from each row's largest magnitude."""
+    scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / 127  # [rows, 1]
+    return (rows / scale).round_().to(torch.int8), scale
+
+
+def _quantize_rows_asymmetric(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Int8 rows with a zero point: `rows ~ scale * (quantized - zero)`, each row's [min, max] (widened to hold 0)
+    over the levels -128..127."""
+    low, high = torch.aminmax(rows, dim=1, keepdim=True)  # [rows, 1] each
+    low, high = low.clamp(max=0), high.clamp(min=0)
+    scale = (high - low).clamp(min=torch.finfo(torch.float32).tiny) / 255  # [rows, 1]
+    zero = (-128 - low / scale).round_()  # [rows, 1]
+    quantized = (rows / scale).add_(zero).round_().clamp_(-128, 127).to(torch.int8)  # [rows, in]
+    return quantized, scale, zero
+
+
+# Linear layers whose inputs come out of the feed-forward activation (GELU), quantized asymmetrically.
+ACTIVATION_FED_LINEARS = ("fc2",)
 
 
 def quantize_backbone(backbone: BartModel, quantize: str = "int8") -> BartModel:
-    """Replace the backbone's linear layers, in place, by `Int8Linear`; embeddings, layer norms and attention stay in
-    float32. Returns the backbone.
+    """Replace the backbone's linear layers, in place, by `Int8Linear` (asymmetric inputs for those fed by the
+    activation, `ACTIVATION_FED_LINEARS`); embeddings, layer norms and attention stay in float32. Returns the backbone.
 
     Why: a decoding step on CPU is mostly linear layers at a few dozen rows, where int8 products (VNNI/AMX) are
     several times faster than float32 and the weights take a quarter of the memory. Every adapter on the backbone uses
@@ -379,7 +413,7 @@ def quantize_backbone(backbone: BartModel, quantize: str = "int8") -> BartModel:
     linears = [(name, module) for name, module in backbone.named_modules() if isinstance(module, torch.nn.Linear)]
     for name, linear in linears:
         parent, _, child = name.rpartition(".")
-        setattr(backbone.get_submodule(parent), child, Int8Linear(linear))
+        setattr(backbone.get_submodule(parent), child, Int8Linear(linear, asymmetric=child in ACTIVATION_FED_LINEARS))
     del linears, linear
     _return_freed_memory()
     return backbone

@@ -332,7 +332,13 @@ def score_output_indices(
     `</s>` by `h . E[</s>]`, type t by `h . type_t`, a pointer to source position p by `h . (H[p] + E[src[p]]) / 2`
     (`pointer_features`). `type_embeddings` is `[batch or 1, T, d]`, so each example may use its own label set
     (`type_mask` hides the padding of smaller ones). `<s>`, padded types and invalid pointers get minus infinity.
+
+    The products are taken in float32 whatever the backbone computes in: scores are sums over d = 1024 of magnitude
+    tens, where bfloat16's 8-bit mantissa would round them by a quarter and flip near-tied choices.
     """
+    hidden, end_embedding, type_embeddings, pointer_features = (
+        t.float() for t in (hidden, end_embedding, type_embeddings, pointer_features)
+    )
     if training and dropout > 0:
         hidden, end_embedding, type_embeddings, pointer_features = (
             nn.functional.dropout(t, p=dropout) for t in (hidden, end_embedding, type_embeddings, pointer_features)
@@ -643,7 +649,7 @@ class LightNerModel(LightNerGenerationMixin, LightNerHubMixin, LightNerPreTraine
             input_ids,
             attention_mask,
             hidden,
-            pointer_features=(hidden + embeddings[input_ids]) / 2,  # [batch, source, d]
+            pointer_features=(hidden.float() + embeddings[input_ids].float()) / 2,  # [batch, source, d], float32
             pointer_mask=self.pointer_mask(input_ids, attention_mask),
         )
 

@@ -145,3 +145,32 @@ def test_a_trained_model_finds_the_same_entities_in_int8_and_bfloat16(real_token
         low = entity_sets(LightNerModel.from_pretrained(tmp_path / "adapter", **precision))
         agree = sum(a == b for a, b in zip(low, reference)) / len(words)
         assert agree >= 0.99, f"{precision}: entity sets agree with float32 on {agree:.1%} of {len(words)} sentences"
+
+
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_int8_linear_rows_are_independent_and_close_to_float(asymmetric):
+    """A row's int8 result is the same alone or in any batch (bit for bit), and close to the float layer's."""
+    from lightner.hub_lightner import Int8Linear
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 64)
+    layer = Int8Linear(linear, asymmetric=asymmetric)
+    x = torch.nn.functional.gelu(torch.randn(2, 5, 256) * 2)  # what fc2 reads
+    batched = layer(x)
+    alone = torch.cat([layer(x[:, i : i + 1]) for i in range(5)], dim=1)
+    assert torch.equal(batched, alone) and torch.equal(layer(x[1:]), batched[1:])
+    reference = linear(x)
+    error = (batched - reference).abs().max() / reference.abs().max()
+    assert error < 0.02, error
+
+
+def test_asymmetric_inputs_halve_the_error_on_activation_outputs():
+    """GELU outputs are at least -0.17: a zero point uses all 256 levels where the symmetric range wastes half."""
+    from lightner.hub_lightner import Int8Linear
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(1024, 256)
+    x = torch.nn.functional.gelu(torch.randn(64, 1024))
+    reference = linear(x)
+    errors = {asym: (Int8Linear(linear, asymmetric=asym)(x) - reference).pow(2).mean() for asym in (False, True)}
+    assert errors[True] < 0.6 * errors[False], errors
