@@ -238,6 +238,13 @@ class EntityShapeGrammar(PointerGrammar):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+# Finished sentences leave the batch once at least this share of it has finished (any share at the length limit).
+# Leaving copies every staying row of every cache (for 32 sentences of 143 pieces the cross-attention cache alone is
+# 450 MB), which costs about one decoding step, while a step with a few rows fewer saves far less on a CPU (measured
+# there: 102 ms a step at 32 rows, 90 at 16, 55 at 4); so rows leave in groups rather than one at a time.
+RETIRE_AT_FRACTION = 0.25
+
+
 class BeamSearch:
     """The beams of a batched search over output indices; rows are `sentence * num_beams + beam` among the sentences
     still searching.
@@ -284,7 +291,7 @@ class BeamSearch:
         else:
             over = self.finished | (self.max_length <= self.steps)  # [rows]
             leaving = over.view(-1, self.num_beams).all(-1).tolist()  # [sentences]
-        if not any(leaving):
+        if sum(leaving) < RETIRE_AT_FRACTION * len(leaving) or not any(leaving):
             return None
         staying = [position for position, leaves in enumerate(leaving) if not leaves]
         leaving_positions = [position for position, leaves in enumerate(leaving) if leaves]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lightner import generation_lightner
 from lightner.generation_lightner import ReservedRoomLayer
 from lightner.modeling_lightner import LightNerModel, one_query_attention
 from lightner.tokenization_utils import END_INDEX, collate, encode_sentences
@@ -253,8 +254,9 @@ def _output_lengths(sequences: torch.Tensor) -> list[int]:
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_finished_sentences_leave_the_batch(model, monkeypatch, tmp_path, num_beams):
     """Each step decodes only the sentences still writing, with their own cache rows, encoder states, pointer features
-    and adapter rows; greedily, a batch then costs exactly the sum of its outputs' lengths. Outputs are those of each
-    sentence decoded alone."""
+    and adapter rows; greedily, with every finished sentence leaving at once, a batch then costs exactly the sum of its
+    outputs' lengths. Outputs are those of each sentence decoded alone."""
+    monkeypatch.setattr(generation_lightner, "RETIRE_AT_FRACTION", 0.0)
     model.save_pretrained(tmp_path)
     model.load_adapter(tmp_path, adapter_name="other")
     with torch.no_grad():
@@ -276,7 +278,7 @@ def test_finished_sentences_leave_the_batch(model, monkeypatch, tmp_path, num_be
 
     monkeypatch.setattr(model, "decode", record)
     out = model.generate(**batch, word_starts=word_starts, num_beams=num_beams, adapter_names=names)
-    monkeypatch.undo()
+    monkeypatch.setattr(model, "decode", original)
     lengths = _output_lengths(out.sequences)
     assert len(set(lengths)) > 1, f"needs outputs of different lengths to show anything: {lengths}"
     assert rows_per_step[0] == len(SENTENCES) * num_beams > rows_per_step[-1]
@@ -289,3 +291,31 @@ def test_finished_sentences_leave_the_batch(model, monkeypatch, tmp_path, num_be
         assert torch.equal(out.sequences[row, :steps], single.sequences[0]), row
         assert (out.sequences[row, steps:] == END_INDEX).all()
         torch.testing.assert_close(out.token_log_probs[row, :steps], single.token_log_probs[0], atol=1e-5, rtol=1e-5)
+
+
+def test_finished_sentences_leave_in_groups_with_the_same_outputs(model, monkeypatch):
+    """Leaving copies every staying cache row, so sentences leave once a share `RETIRE_AT_FRACTION` of those still
+    searching has finished; the ones waiting write only `</s>`, and every output is the same as leaving at once."""
+    encoded, batch = _batch(model)
+    word_starts = [e.word_starts for e in encoded]
+    runs = {}
+    for fraction in (0.0, 0.75, 1.0):
+        monkeypatch.setattr(generation_lightner, "RETIRE_AT_FRACTION", fraction)
+        rows_per_step, original = [], model.decode
+
+        def record(index_ids, *args, rows_per_step=rows_per_step, original=original):
+            rows_per_step.append(index_ids.shape[0])
+            return original(index_ids, *args)
+
+        monkeypatch.setattr(model, "decode", record)
+        runs[fraction] = (model.generate(**batch, word_starts=word_starts), rows_per_step)
+        monkeypatch.setattr(model, "decode", original)
+    lengths = sorted(_output_lengths(runs[0.0][0].sequences))
+    assert len(set(lengths)) > 2, f"needs three output lengths or more to show anything: {lengths}"
+    for fraction, (out, rows_per_step) in runs.items():
+        assert torch.equal(out.sequences, runs[0.0][0].sequences), fraction
+        torch.testing.assert_close(out.token_log_probs, runs[0.0][0].token_log_probs)
+        for before, after in zip(rows_per_step, rows_per_step[1:]):
+            assert after == before or before - after >= fraction * before, (fraction, rows_per_step)
+    assert runs[1.0][1] == [len(SENTENCES)] * max(lengths)  # nobody leaves before all have finished
+    assert sum(runs[0.0][1]) == sum(lengths) < sum(runs[0.75][1]) < sum(runs[1.0][1])
