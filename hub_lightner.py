@@ -151,25 +151,27 @@ def resolve_device(device_map: str | int | torch.device | Mapping | None) -> tor
         device_map = device_map[""]
     if device_map == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return check_device(device_map, "device_map")
+
+
+def check_device(device: str | int | torch.device, argument: str = "device") -> torch.device:
+    """`device` as a `torch.device` this machine has; a misspelt one, or one this machine (or torch build) lacks, is
+    refused naming `argument`, before anything is loaded rather than deep inside torch. The one device check, for
+    `device_map` and the command line's `--device`."""
     try:
-        device = torch.device(device_map)
+        checked = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(
-            f'device_map={device_map!r} is not a device: expected "cpu", "cuda", "cuda:N", "auto" or a GPU index'
+            f'{argument}={device!r} is not a device: expected "cpu", "cuda", "cuda:N" or a GPU index'
         ) from None
-    if device.type == "cpu":
-        return device
-    backend = getattr(torch, device.type, None)
+    if checked.type == "cpu":
+        return checked
+    backend = getattr(torch, checked.type, None)
     if backend is None or not backend.is_available():
-        raise ValueError(
-            f'device_map={device_map!r}: this machine (or this torch build) has no {device.type} device; use "cpu" '
-            'or "auto"'
-        )
-    if device.index is not None and device.index >= backend.device_count():
-        raise ValueError(
-            f"device_map={device_map!r}: this machine has {backend.device_count()} {device.type} device(s)"
-        )
-    return device
+        raise ValueError(f"{argument}={device!r}: this machine (or this torch build) has no {checked.type} device")
+    if checked.index is not None and checked.index >= backend.device_count():
+        raise ValueError(f"{argument}={device!r}: this machine has {backend.device_count()} {checked.type} device(s)")
+    return checked
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -901,6 +903,7 @@ __all__ = [
     "load_tokenizer",
     "loading_options",
     "read_adapter_file",
+    "check_device",
     "resolve_device",
     "resolve_dtype",
     "upload_adapter_folder",

@@ -236,21 +236,13 @@ def positive_int(value: str) -> int:
 
 def torch_device(value: str) -> str:
     """A device this machine has (argparse type): a misspelt or missing device is a usage error before any model is
-    loaded, not a traceback from deep inside torch."""
-    import torch
+    loaded (`hub_lightner.check_device`), not a traceback from deep inside torch."""
+    from lightner.hub_lightner import check_device
 
     try:
-        device = torch.device(value)
-    except RuntimeError as error:
-        raise argparse.ArgumentTypeError(f"not a torch device ({error})") from None
-    if device.type == "cpu":
-        return value
-    module = getattr(torch, device.type, None)
-    available = getattr(module, "is_available", lambda: False)()
-    if not available:
-        raise argparse.ArgumentTypeError(f"{device.type} is not available on this machine (or in this torch build)")
-    if device.index is not None and device.index >= module.device_count():
-        raise argparse.ArgumentTypeError(f"{value}: this machine has {module.device_count()} {device.type} device(s)")
+        check_device(value, "--device")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return value
 
 

@@ -383,9 +383,9 @@ def test_command_line_errors_are_one_line(trained, workspace, tmp_path, capsys):
         "--output",
         str(tmp_path / "o.jsonl"),
     ]
-    usage_errors = [("banana", "not a torch device")]
+    usage_errors = [("banana", "--device='banana' is not a device")]
     if not torch.cuda.is_available():
-        usage_errors.append(("cuda", "cuda is not available"))
+        usage_errors.append(("cuda", "--device='cuda': this machine (or this torch build) has no cuda device"))
     for device, message in usage_errors:
         with pytest.raises(SystemExit) as exit_info:
             main([*predict, "--device", device])
