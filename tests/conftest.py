@@ -134,6 +134,22 @@ def save_tiny_backbone(directory: Path, tokenizer=None, seed: int = 0, **overrid
     return directory
 
 
+def model_with_strong_prompts(backbone: Path, types: list[str]):
+    """A fresh adapter on `backbone` with folded prompts drawn large (std 2), so that they change what the tiny
+    backbone computes as trained prompts do, which zero-ish initial prompts would not."""
+    import torch
+
+    from lightner.modeling_lightner import LightNerModel
+
+    torch.manual_seed(0)
+    model = LightNerModel.from_backbone(backbone, types, prompt_hidden_size=16).eval()
+    model.prompt_encoder.fold()
+    with torch.no_grad():
+        for tensor in model.prompt_encoder.prompts.values():
+            tensor.normal_(0, 2.0)
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory) -> Path:
     """Unequal encoder/decoder depths and head counts, so nothing may assume they match."""

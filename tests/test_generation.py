@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import model_with_strong_prompts
 from lightner import generation_lightner
 from lightner.generation_lightner import ReservedRoomLayer
 from lightner.modeling_lightner import LightNerModel, one_query_attention
@@ -21,13 +22,7 @@ SENTENCES = [
 
 @pytest.fixture()
 def model(tiny_backbone) -> LightNerModel:
-    torch.manual_seed(0)
-    model = LightNerModel.from_backbone(tiny_backbone, TYPES, prompt_hidden_size=16).eval()
-    model.prompt_encoder.fold()
-    with torch.no_grad():
-        for tensor in model.prompt_encoder.prompts.values():
-            tensor.normal_(0, 2.0)
-    return model
+    return model_with_strong_prompts(tiny_backbone, TYPES)
 
 
 def _batch(model, sentences=SENTENCES):

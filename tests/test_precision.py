@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import save_tiny_backbone, shared_path
+from conftest import model_with_strong_prompts, save_tiny_backbone, shared_path
 from lightner.hub_lightner import is_quantized, quantize_backbone
 from lightner.modeling_lightner import LightNerModel
 from lightner.tokenization_utils import collate, encode_sentences, encode_target
@@ -25,13 +25,7 @@ SENTENCES = [
 @pytest.fixture()
 def saved(tiny_backbone, tmp_path):
     """An adapter with random prompts of a realistic size, saved in float32."""
-    torch.manual_seed(0)
-    model = LightNerModel.from_backbone(tiny_backbone, TYPES, prompt_hidden_size=16).eval()
-    model.prompt_encoder.fold()
-    with torch.no_grad():
-        for tensor in model.prompt_encoder.prompts.values():
-            tensor.normal_(0, 2.0)
-    model.save_pretrained(tmp_path / "adapter")
+    model_with_strong_prompts(tiny_backbone, TYPES).save_pretrained(tmp_path / "adapter")
     return tmp_path / "adapter"
 
 
