@@ -356,11 +356,11 @@ class Int8Linear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).float()  # [rows, in]
         if self.weight_row_sums is None:
-            quantized, scale = _quantize_rows(rows)
-            out = torch._int_mm(quantized, self.weight_int8.t()).float()  # [rows, out]
+            (quantized, scale), zero = _quantize_rows(rows), None
         else:
             quantized, scale, zero = _quantize_rows_asymmetric(rows)
-            out = torch._int_mm(quantized, self.weight_int8.t()).float()  # [rows, out]
+        out = torch._int_mm(quantized, self.weight_int8.t()).float()  # [rows, out]
+        if zero is not None:
             out.addr_(zero.squeeze(1), self.weight_row_sums, alpha=-1)  # - zero [rows] x row sums [out]
         out.mul_(scale).mul_(self.weight_scale)
         if self.bias is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -36,6 +36,8 @@ ANN_SUFFIX = ".ann"
 TEXT_SUFFIX = ".txt"
 # First characters of the standoff lines that are not entities (BRAT's annotation kinds), skipped when reading.
 SKIPPED_KINDS = "#RAEMN*"
+# An annotation is one line: line breaks and tabs in its quoted text become spaces.
+_ONE_LINE = str.maketrans("\r\n\t", "   ")
 
 
 @dataclass(frozen=True)
@@ -190,22 +192,20 @@ def _sentences(text: str, spans: Sequence[tuple[int, int]], entities: Sequence[E
     return sentences
 
 
-def text_bound_line(number: int, entity_type: str, fragments: Sequence[tuple[int, int]], text: str) -> str:
-    """The `.ann` line of entity `T{number}`: its character `fragments` of `text` and the text they hold, fragments
-    joined by `FRAGMENT_SEPARATOR` as BRAT joins them. Line breaks and tabs inside the quote become spaces, since an
-    annotation is one line of three tab-separated fields (`read_brat` compares quotes word by word)."""
-    offsets = ";".join(f"{start} {end}" for start, end in fragments)
-    quoted = FRAGMENT_SEPARATOR.join(text[start:end] for start, end in fragments)
-    return f"T{number}\t{entity_type} {offsets}\t{_one_line(quoted)}\n"
-
-
-def score_note_line(number: int, score: float) -> str:
-    """An `AnnotatorNotes` line carrying entity `T{number}`'s score (`read_brat` skips notes)."""
-    return f"#{number}\tAnnotatorNotes T{number}\tscore {score:.4f}\n"
-
-
-def _one_line(quoted: str) -> str:
-    return quoted.translate(str.maketrans("\r\n\t", "   "))
+def annotation_file(entities: Iterable[tuple[str, Sequence[tuple[int, int]], float | None]], text: str) -> str:
+    """The content of an `.ann` file for `text`: per entity `(type, character fragments, score or None)` a line
+    `T{n}<TAB>TYPE 10 16;27 31<TAB>quoted text`, and for a scored one an `AnnotatorNotes` line `score 0.9731` (which
+    `read_brat` skips). The quote is the fragments' texts joined by `FRAGMENT_SEPARATOR`, as BRAT joins them, with
+    line breaks and tabs as spaces, since an annotation is one line of three tab-separated fields (`read_brat`
+    compares quotes word by word)."""
+    lines = []
+    for number, (entity_type, fragments, score) in enumerate(entities, start=1):
+        offsets = ";".join(f"{start} {end}" for start, end in fragments)
+        quoted = FRAGMENT_SEPARATOR.join(text[start:end] for start, end in fragments)
+        lines.append(f"T{number}\t{entity_type} {offsets}\t{quoted.translate(_ONE_LINE)}\n")
+        if score is not None:
+            lines.append(f"#{number}\tAnnotatorNotes T{number}\tscore {score:.4f}\n")
+    return "".join(lines)
 
 
 def write_brat(
@@ -237,14 +237,16 @@ def write_brat(
         lines.append(line + "\n")
         offset += len(line) + 1
     text = "".join(lines)
-    annotations = []
-    for number, (index, entity, fragments) in enumerate(placed, start=1):
-        annotations.append(text_bound_line(number, entity.type, fragments, text))
-        if scores is not None:
-            annotations.append(score_note_line(number, scores[index][entity]))
+    annotations = annotation_file(
+        (
+            (entity.type, fragments, None if scores is None else scores[index][entity])
+            for index, entity, fragments in placed
+        ),
+        text,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(TEXT_SUFFIX).write_text(text, encoding="utf-8", newline="")
-    path.write_text("".join(annotations), encoding="utf-8", newline="")
+    path.write_text(annotations, encoding="utf-8", newline="")
     return path
 
 
@@ -254,8 +256,7 @@ __all__ = [
     "TextBound",
     "parse_ann",
     "read_brat",
+    "annotation_file",
     "read_brat_document",
-    "score_note_line",
-    "text_bound_line",
     "write_brat",
 ]

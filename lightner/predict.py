@@ -29,7 +29,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from .brat import ANN_SUFFIX, TEXT_SUFFIX, score_note_line, text_bound_line
+from .brat import ANN_SUFFIX, TEXT_SUFFIX, annotation_file
 from .data import DataFormatError, Span, detect_format, load_hf_dataset, read_utf8, split_source, tags_from_spans
 from .text_utils import join_words, split_words
 from .tokenization_utils import FRAGMENT_SEPARATOR
@@ -208,7 +208,8 @@ def read_documents(source: str, data_format: str = "auto", skip_bad_lines: bool 
     name = detect_input_format(source) if data_format == "auto" else data_format
     if name not in INPUT_FORMATS:
         raise ValueError(f"unknown input format {name!r}; expected one of {tuple(INPUT_FORMATS)}")
-    if name == "brat" and not Path(source).exists() or name not in ("hf", "brat") and not Path(source).is_file():
+    found = Path(source).exists() if name == "brat" else Path(source).is_file()  # brat: a folder or one .txt
+    if name != "hf" and not found:
         raise FileNotFoundError(f"{source}: no such file")
     return INPUT_FORMATS[name].read(source if name == "hf" else Path(source), skip_bad_lines)
 
@@ -293,12 +294,15 @@ def write_brat_files(document: Document, entities: Sequence[Mapping]) -> dict[st
     (`.ann`): a `T` line each, a discontinuous one with all its fragments (`T1<TAB>ADR 10 16;27 31<TAB>muscle pain`),
     and its score as an `AnnotatorNotes` line."""
     text, _ = document.as_text()
-    annotations = []
-    for number, entity in enumerate(entities, start=1):
-        fragments = [(fragment["start"], fragment["end"]) for fragment in entity.get("fragments") or [entity]]
-        annotations.append(text_bound_line(number, entity["entity_group"], fragments, text))
-        annotations.append(score_note_line(number, entity["score"]))
-    return {TEXT_SUFFIX: text, ANN_SUFFIX: "".join(annotations)}
+    annotated = (
+        (
+            entity["entity_group"],
+            [(f["start"], f["end"]) for f in entity.get("fragments") or [entity]],
+            entity["score"],
+        )
+        for entity in entities
+    )
+    return {TEXT_SUFFIX: text, ANN_SUFFIX: annotation_file(annotated, text)}
 
 
 @dataclass(frozen=True)
@@ -463,7 +467,6 @@ class StreamOutput:
         self.write = output_format.write
         path.parent.mkdir(parents=True, exist_ok=True)
         if progress.documents == 0:
-            Progress.path(path).unlink(missing_ok=True)
             self.file = path.open("w", encoding="utf-8", newline="")
             return
         if not path.is_file() or path.stat().st_size < progress.output_bytes:
@@ -507,8 +510,6 @@ class FolderOutput:
                 "empty folder, or pass --resume to continue the run that wrote them"
             )
         folder.mkdir(parents=True, exist_ok=True)
-        if progress.documents == 0:
-            Progress.path(folder).unlink(missing_ok=True)
         self.folder, self.write = folder, output_format.write
         self.lines: dict[str, int] = {}  # name -> input line, to refuse two documents of one name
 
@@ -539,8 +540,12 @@ class FolderOutput:
 
 
 def open_output(path: Path, output_format: OutputFormat, progress: Progress) -> StreamOutput | FolderOutput:
-    """Where a run writes: a file, or a folder for a folder format, continued from `progress`."""
-    return (FolderOutput if output_format.folder else StreamOutput)(path, output_format, progress)
+    """Where a run writes: a file, or a folder for a folder format, continued from `progress`. A new run drops the
+    progress file of an earlier one once its output is open (an output refused keeps it)."""
+    output = (FolderOutput if output_format.folder else StreamOutput)(path, output_format, progress)
+    if progress.documents == 0:
+        Progress.path(path).unlink(missing_ok=True)
+    return output
 
 
 def document_name(document: Document) -> str:
