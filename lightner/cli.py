@@ -488,12 +488,13 @@ def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from accelerate import PartialState
 
+    from .evaluation import cpu_process_group
     from .pipeline_lightner import LightNerPipeline
     from .predict import PredictionRun, run_prediction
 
     if not 0 <= args.min_score <= 1:
         parser.error(f"--min-score must be between 0 and 1, got {args.min_score}")
-    state = PartialState()
+    state = PartialState(cpu=cpu_process_group())
     model = _load_model(args)
     if state.num_processes > 1:
         model.to(state.device)
@@ -513,7 +514,10 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     counts = run_prediction(run, LightNerPipeline(model=model), state if state.num_processes > 1 else None)
     if state.is_main_process:
         skipped = f" ({counts['skipped']} bad lines left out)" if counts["skipped"] else ""
-        print(f"{counts['entities']} entities in {counts['documents']} documents written to {args.output}{skipped}")
+        by = f" by {state.num_processes} processes" if state.num_processes > 1 else ""
+        print(
+            f"{counts['entities']} entities in {counts['documents']} documents written to {args.output}{by}{skipped}"
+        )
         if args.html:
             print(f"HTML page written to {args.html}")
     return 0

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
@@ -22,6 +23,13 @@ from .data import Sentence
 from .metrics import span_f1
 
 EVALUATION_RESULTS_NAME = "eval_results.json"
+
+
+def cpu_process_group() -> bool:
+    """Whether processes started by `accelerate launch` must be joined as a CPU (gloo) group: on a machine without
+    accelerators, accelerate otherwise turns them into independent single-process runs, each doing all the work.
+    Passed as `cpu=` to `Accelerator` (training) and `PartialState` (prediction)."""
+    return not torch.accelerator.is_available()
 
 
 def predict_entities(
@@ -65,4 +73,4 @@ def write_results(path: str | os.PathLike, results: dict[str, Any]) -> None:
     path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
 
 
-__all__ = ["EVALUATION_RESULTS_NAME", "evaluate_sentences", "predict_entities", "write_results"]
+__all__ = ["EVALUATION_RESULTS_NAME", "cpu_process_group", "evaluate_sentences", "predict_entities", "write_results"]

@@ -56,7 +56,7 @@ from .checkpointing import (
     save_checkpoint,
 )
 from .data import DataFormatError, Sentence, data_name, is_discontinuous, is_hub_dataset, load_sentences, split_source
-from .evaluation import evaluate_sentences, write_results
+from .evaluation import cpu_process_group, evaluate_sentences, write_results
 
 logger = get_logger(__name__)
 
@@ -357,9 +357,7 @@ def resolve_mixed_precision(choice: str) -> str | None:
 
 def make_accelerator(args: LightNerTrainingArguments, output_dir: Path) -> Accelerator:
     accelerator = Accelerator(
-        # Without `cpu`, accelerate turns processes launched on a machine without accelerators into independent
-        # single-process runs instead of one gloo group.
-        cpu=not torch.accelerator.is_available(),
+        cpu=cpu_process_group(),
         mixed_precision=resolve_mixed_precision(args.mixed_precision),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=args.report_to or None,
