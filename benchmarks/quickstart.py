@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from run import force_full_length
+
 from shared_assets import REPO_ROOT, TOKENIZER_DIR, log, shared_dir
 
 DATA_DIR = ("data", "lightner")
@@ -68,17 +70,9 @@ def timed_command(arguments: list[str], log_path: Path) -> float:
 
 def forced_lengths(model, lengths_of) -> None:
     """Make every output run to `lengths_of(input_ids, attention_mask)` (one length per row): `</s>` is unreachable
-    before it (the score of index `END_INDEX` is the lowest finite number), and the length rule ends it there."""
-    import torch
-
-    from lightner.tokenization_utils import END_INDEX
-
-    decode, generate = model.decode, model.generate
-
-    def decode_without_end(*args, **kwargs):
-        scores = decode(*args, **kwargs)
-        scores[..., END_INDEX] = torch.finfo(scores.dtype).min
-        return scores
+    before it (`run.force_full_length`), and the length rule ends it there."""
+    force_full_length(model)
+    generate = model.generate
 
     def generate_to_length(input_ids, attention_mask, *args, **kwargs):
         limits = lengths_of(input_ids, attention_mask)
@@ -88,7 +82,7 @@ def forced_lengths(model, lengths_of) -> None:
         finally:
             del model._output_limits
 
-    model.decode, model.generate = decode_without_end, generate_to_length
+    model.generate = generate_to_length
 
 
 def timed_scoring(adapter: Path, sentences, batch_size: int, lengths: str | None) -> dict:
