@@ -19,6 +19,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from run import teacher_forced_logits
+
 from shared_assets import TOKENIZER_DIR, log, shared_dir
 
 TRAIN_FILE = ("data", "lightner", "conll2003", "train.txt")
@@ -27,15 +29,12 @@ TYPES = ["LOC", "PER", "ORG", "MISC"]
 
 
 def teacher_forced(model, batch):
-    """Scores `[batch, steps, indices]` (float32) of every step of the batch's gold targets."""
+    """Scores `[batch, steps, indices]` (float32) of every step of the batch's gold targets (`run.py`'s pass)."""
     import torch
 
     from lightner.modeling_lightner import shift_labels_right
 
-    with torch.inference_mode():
-        adapters = model.adapter_batch()
-        source = model.encode(batch["input_ids"], batch["attention_mask"], adapters)
-        return model.decode(shift_labels_right(batch["labels"]), source, adapters).float()
+    return teacher_forced_logits(torch, model, batch, shift_labels_right(batch["labels"]))
 
 
 def agreement(models, batch) -> dict:
