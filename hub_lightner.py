@@ -637,9 +637,28 @@ model.predict([["Angela", "Merkel", "visited", "Paris"]])
 ner = pipeline("ner", model="{repo_id or CARD_REPOSITORY_PLACEHOLDER}", trust_remote_code=True)
 ner("Angela Merkel visited Paris.")
 ```
-"""
+{_endpoint_card_section()}"""
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
     card.save(os.path.join(save_directory, "README.md"))
+
+
+def _endpoint_card_section() -> str:
+    """The card's section on the Inference Endpoints handler and its request limits, which `handler.py` states (the
+    one place they are set); none where this code has no handler to save (a model loaded as remote code)."""
+    import importlib.util
+
+    handler_file = Path(__file__).parent / ENDPOINT_HANDLER_FILE
+    if not handler_file.is_file():
+        return ""
+    spec = importlib.util.spec_from_file_location("_lightner_endpoint_handler", handler_file)
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    return f"""
+## Inference Endpoints
+
+`handler.py` answers `{{"inputs": text or list of texts, "parameters": {{...}}}}` with the pipeline's entities.
+{handler.describe_limits()}
+"""
 
 
 def eval_results(config: LightNerConfig) -> list:
