@@ -16,7 +16,8 @@ setup(
     # `convert/`), so that they install as `lightner.modeling_lightner`, `lightner.convert`, ... and no generic
     # top-level name lands in site-packages.
     packages=find_packages(include=["lightner", "lightner.*"]),
-    package_data={"lightner": ["span_f1/*.py", "span_f1/*.md"]},
+    # assets/bart-mini: the small BART pretrained in this repository, the quickstart's offline backbone (39 MB).
+    package_data={"lightner": ["span_f1/*.py", "span_f1/*.md", "assets/bart-mini/*.*"]},
     # Lower bounds are versions the suite was run with (constraints.txt pins the newest it passed with); upper bounds
     # stop at the next major release, and transformers after the newest minor release the suite passed with (5.24 and
     # 5.25 both pass), because the model hooks into transformers internals (AttentionInterface, masking_utils,

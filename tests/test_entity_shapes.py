@@ -9,13 +9,14 @@ import random
 import pytest
 import torch
 
-from conftest import byte_level_tokenizer, save_tiny_backbone
+from conftest import REPO_ROOT, byte_level_tokenizer, save_tiny_backbone
 from lightner.configuration_lightner import ENTITY_SHAPES, LightNerConfig
 from lightner.data import (
     DataFormatError,
     DiscontinuousSpan,
     Sentence,
     Span,
+    load_sentences,
     make_span,
     read_jsonl,
     write_conll,
@@ -334,32 +335,10 @@ def test_the_cli_choices_are_the_configs_shapes():
 # Written for this test (by the engineer who wrote it, in the style of patient forum posts about drugs, as in CADEC;
 # no corpus text): adverse drug reactions (ADR) with discontinuous mentions that share words, body parts (BODY)
 # nested inside them, and drug names (DRUG).
-LEARNING_SENTENCES = [
-    Sentence(
-        ["I", "had", "muscle", "and", "joint", "pain", "after", "Lipitor", "."],
-        [(2, 6, "ADR", ((2, 3), (5, 6))), (4, 6, "ADR"), (2, 3, "BODY"), (4, 5, "BODY"), (7, 8, "DRUG")],
-    ),
-    Sentence(
-        ["Voltaren", "gave", "me", "severe", "stomach", "cramps", "."],
-        [(0, 1, "DRUG"), (3, 6, "ADR"), (4, 5, "BODY")],
-    ),
-    Sentence(
-        ["My", "legs", "were", "weak", "and", "sore", "for", "days", "."],
-        [(1, 4, "ADR", ((1, 2), (3, 4))), (1, 6, "ADR", ((1, 2), (5, 6))), (1, 2, "BODY")],
-    ),
-    Sentence(
-        ["Arthrotec", "caused", "hair", "loss", "and", "dry", "skin", "."],
-        [(0, 1, "DRUG"), (2, 4, "ADR"), (5, 7, "ADR"), (2, 3, "BODY"), (6, 7, "BODY")],
-    ),
-    Sentence(
-        ["The", "pain", "in", "my", "lower", "back", "went", "away", "."],
-        [(1, 6, "ADR", ((1, 2), (4, 6))), (4, 6, "BODY")],
-    ),
-    Sentence(
-        ["Headaches", "and", "nausea", "started", "on", "day", "two", "of", "Celebrex", "."],
-        [(0, 1, "ADR"), (2, 3, "ADR"), (8, 9, "DRUG")],
-    ),
-]
+# Eight hand-written sentences with adverse drug reactions, body parts and drugs: nested, overlapping and
+# discontinuous mentions ("muscle and joint pain": muscle pain and joint pain share their head word). Also read by
+# benchmarks/quality.py, which asks whether DRUG is learned on a pretrained backbone.
+LEARNING_SENTENCES = load_sentences(REPO_ROOT / "tests" / "fixtures" / "adr_drug.jsonl")
 
 
 def whole_word_tokenizer(words):

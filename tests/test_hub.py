@@ -346,7 +346,9 @@ FIXTURE = Path(__file__).parent / "fixtures" / "adapter_v1"
 
 
 def test_an_adapter_saved_by_the_first_release_loads_bit_identically():
-    """`fixtures/adapter_v1` was written by the first release (format version 1): same tensors, same logits."""
+    """`fixtures/adapter_v1` was written by the first release (format version 1): the same tensors bit for bit, the
+    same predictions, and the same logits to float32 rounding (float kernels differ in the last bits between CPUs:
+    an AMD EPYC gives logits 5e-7 off the Intel machine that recorded them, with the same -inf mask)."""
     backbone = BartModel.from_pretrained(FIXTURE / "backbone")
     model = LightNerModel.from_pretrained(FIXTURE / "adapter", backbone=backbone)
     stored = load_file(FIXTURE / "adapter" / "model.safetensors")
@@ -356,7 +358,7 @@ def test_an_adapter_saved_by_the_first_release_loads_bit_identically():
     expected = load_file(FIXTURE / "expected.safetensors")
     batch = {name: expected[name] for name in ("input_ids", "attention_mask", "labels")}
     with torch.no_grad():
-        assert torch.equal(model(**batch).logits, expected["logits"])
+        torch.testing.assert_close(model(**batch).logits, expected["logits"], rtol=1e-5, atol=1e-5)
     recorded = json.loads((FIXTURE / "expected_predictions.json").read_text())
     for num_beams, predictions in recorded["beams"].items():
         got = model.predict(recorded["sentences"], num_beams=int(num_beams))
