@@ -19,7 +19,7 @@ from lightner.arguments import LightNerTrainingArguments
 from lightner.checkpointing import RUN_STATE_NAME, latest_checkpoint
 from lightner.data import Sentence, entity_types, read_conll, write_conll
 from lightner.modeling_lightner import LightNerModel
-from lightner.protocols import protocol_runs, protocol_settings
+from lightner.protocols import BART_MINI, protocol_runs, protocol_settings
 from lightner.train import (
     encode_examples,
     init_prompts_from,
@@ -59,7 +59,14 @@ def test_quickstart_protocol_is_one_restaurant_run_from_the_backbone(tmp_path):
     (run,) = protocol_runs("quickstart", data, {"output_dir": str(tmp_path / "quick")})
     assert Path(run.train_file) == data / "mit-restaurant" / "10-shot-train.txt" and run.dev_file is None
     assert Path(run.test_file) == data / "mit-restaurant" / "test.txt" and run.init_prompts_from is None
-    assert (run.learning_rate, run.batch_size, run.epochs, run.max_length_a) == (5e-5, 3, 30, 0.8)
+    assert (run.batch_size, run.epochs, run.max_length_a) == (3, 30, 0.8)
+    # Offline by default: the bundled bart-mini at its learning rate; a named backbone gets the paper's 5e-5.
+    assert Path(run.backbone) == BART_MINI.resolve() and (BART_MINI / "model.safetensors").is_file()
+    assert run.learning_rate == 1e-3
+    (large,) = protocol_runs(
+        "quickstart", data, {"output_dir": str(tmp_path / "q"), "backbone": "facebook/bart-large"}
+    )
+    assert (large.backbone, large.learning_rate) == ("facebook/bart-large", 5e-5)
 
 
 def test_crossdomain_protocol_trains_a_source_adapter_first(tmp_path):
