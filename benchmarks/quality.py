@@ -20,7 +20,7 @@ of the prompts from a pilot scored on held-out sentences of the 500-shot trainin
     python benchmarks/quality.py --quick          # MIT Restaurant 10-shot, 3 seeds, LightNER on bart-mini vs random
     python benchmarks/quality.py --json           # everything (about an hour on 2 cores)
 
-Finished runs are kept in `--work-dir` (default `runs/quality`), so an interrupted benchmark continues where it stopped.
+Finished runs are kept in `--work-dir` (default `runs/quality`): an interrupted benchmark continues where it stopped.
 """
 
 from __future__ import annotations
@@ -175,7 +175,13 @@ class Benchmark:
         def train(folder: Path) -> dict:
             folder.mkdir(parents=True, exist_ok=True)
             return train_and_score(
-                self.backbone, train_file, test_file, setting.epochs, setting.batch_size, FINETUNE_LEARNING_RATE, run.seed
+                self.backbone,
+                train_file,
+                test_file,
+                setting.epochs,
+                setting.batch_size,
+                FINETUNE_LEARNING_RATE,
+                run.seed,
             )
 
         return self.result(run, train)
@@ -259,7 +265,9 @@ def cross_domain(bench: Benchmark, targets: Sequence[str], shots: Sequence[int],
         for k in shots:
             for seed in seeds:
                 train_file, test_file = bench.sample_file(target, k, seed), bench.test_file(target)
-                results.append(run_system(bench, Run("lightner", target, k, seed), train_file, test_file, SETTINGS["target"]))
+                results.append(
+                    run_system(bench, Run("lightner", target, k, seed), train_file, test_file, SETTINGS["target"])
+                )
                 run = Run("lightner", target, k, seed, "source")
                 results.append(
                     bench.lightner(run, train_file, test_file, SETTINGS["target"], init_prompts_from=str(source_dir))
@@ -270,7 +278,12 @@ def cross_domain(bench: Benchmark, targets: Sequence[str], shots: Sequence[int],
 def in_domain(bench: Benchmark, seeds: Sequence[int]) -> list[dict]:
     train_file = bench.data_dir / "conll2003" / "indomain-train.txt"
     return [
-        bench.lightner(Run("lightner", "conll2003-indomain", None, seed), train_file, bench.test_file("conll2003"), SETTINGS["indomain"])
+        bench.lightner(
+            Run("lightner", "conll2003-indomain", None, seed),
+            train_file,
+            bench.test_file("conll2003"),
+            SETTINGS["indomain"],
+        )
         for seed in seeds
     ]
 
@@ -282,7 +295,9 @@ def side_by_side(bench: Benchmark, systems: Sequence[str], shots: Sequence[int],
         for seed in seeds:
             train_file, test_file = bench.sample_file(target, k, seed), bench.test_file(target)
             for system in systems:
-                results.append(run_system(bench, Run(system, target, k, seed), train_file, test_file, SETTINGS["target"]))
+                results.append(
+                    run_system(bench, Run(system, target, k, seed), train_file, test_file, SETTINGS["target"])
+                )
     return results
 
 

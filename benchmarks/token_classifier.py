@@ -27,7 +27,9 @@ class TokenClassifier(nn.Module):
         self.dropout = nn.Dropout(0.1)
         self.head = nn.Linear(self.encoder.config.d_model, num_tags)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_starts: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_starts: torch.Tensor
+    ) -> torch.Tensor:
         """Tag scores `[batch, words, tags]` read at each word's first piece."""
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [b, pieces, d]
         first_pieces = states.gather(1, word_starts.unsqueeze(-1).expand(-1, -1, states.shape[-1]))  # [b, words, d]

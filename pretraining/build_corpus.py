@@ -1,8 +1,8 @@
 """Build the pretraining corpus of `assets/bart-mini`: openly licensed English text reachable offline, as words.
 
 Sources (see `assets/bart-mini/DATA_CARD.md` for licences and counts):
-- WordNet 3.0 glosses and examples (Debian `wordnet-base`): one sentence per synset, covering the whole vocabulary, label
-  words included ("location", "cuisine", "director");
+- WordNet 3.0 glosses and examples (Debian `wordnet-base`): one sentence per synset, covering the whole vocabulary,
+  label words included ("location", "cuisine", "director");
 - the Debian Administrator's Handbook (`debian-handbook`, English HTML) and the Python 3.11 documentation
   (`python3.11-doc`, HTML): paragraphs of running prose;
 - the TRAIN splits of the shared LightNER data (CoNLL-2003 `train.txt`, MIT Movie and MIT Restaurant

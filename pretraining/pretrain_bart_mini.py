@@ -1,4 +1,4 @@
-"""Pretrain `assets/bart-mini`: a small BART with bart-large's tokenizer, by BART's own denoising objective, on 2 cores.
+"""Pretrain `assets/bart-mini`: a small BART with bart-large's tokenizer, by BART's denoising objective, on 2 cores.
 
 BART (Lewis et al., 2020) corrupts a text by sentence permutation and text infilling (spans with Poisson(3) lengths
 replaced by one `<mask>` each, 30% of the tokens) and trains the decoder to write the original. Three choices make
@@ -37,7 +37,9 @@ from transformers import AutoTokenizer, BartConfig, BartModel
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
-SHARED_TOKENIZER = Path(os.environ.get("LIGHTNER_SHARED_DIR", REPO_ROOT.parent / "shared")) / "assets/bart-large-tokenizer"
+SHARED_TOKENIZER = (
+    Path(os.environ.get("LIGHTNER_SHARED_DIR", REPO_ROOT.parent / "shared")) / "assets/bart-large-tokenizer"
+)
 # Sources from the task's own domains, seen more often than their share of the words.
 UPSAMPLED_SOURCES = {
     "conll2003/train.txt": 4,
