@@ -497,11 +497,14 @@ def evaluation_output(model: str, output: Path | None) -> Path:
 
 def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .data import load_sentences
-    from .evaluation import evaluate_sentences, write_results
+    from .evaluation import check_shared_types, evaluate_sentences, write_results
     from .metrics import format_table
 
     sentences = load_sentences(args.data)
     model = _load_model(args)
+    warning = check_shared_types(model.config.entity_types, sentences, args.data)
+    if warning:
+        logging.getLogger(__name__).warning(warning)
     scores = evaluate_sentences(model, sentences, batch_size=args.batch_size, num_beams=args.num_beams)
     path = evaluation_output(args.model, args.output)
     write_results(path, {"model": str(args.model), "data": str(args.data), **scores})

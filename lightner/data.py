@@ -839,6 +839,16 @@ def entity_types(sentences: Iterable[Sentence]) -> list[str]:
     return list(dict.fromkeys(span.type for sentence in sentences for span in sentence.entities))
 
 
+def type_counts(sentences: Iterable[Sentence]) -> Counter:
+    """How many entities of each type the sentences hold."""
+    return Counter(span.type for sentence in sentences for span in sentence.entities)
+
+
+def describe_counts(counts: Counter) -> str:
+    """Type counts as messages show them, most frequent first: `PER (12), LOC (3)`."""
+    return ", ".join(f"{name} ({count})" for name, count in counts.most_common()) or "none"
+
+
 def sample_k_shot(sentences: Sequence[Sentence], k: int, seed: int) -> list[Sentence]:
     """A support set with at least `k` mentions of every type (all of them for a type with fewer), by greedy sampling.
 
@@ -899,6 +909,8 @@ __all__ = [
     "Sentence",
     "Span",
     "entity_types",
+    "describe_counts",
+    "type_counts",
     "from_hf_dataset",
     "load_sentences",
     "read_conll",
