@@ -535,12 +535,13 @@ def _check_parameters(run: _Run) -> None:
 def _stop_non_finite(run: _Run, what: str) -> None:
     """Raise the error that stops a run gone non-finite, saying what is kept and what to change."""
     checkpoint = latest_checkpoint(run.output_dir)
-    kept = f"the last good checkpoint, {checkpoint}," if checkpoint else "no checkpoint yet;"
-    adapter = " and the adapter saved before it" if (run.output_dir / ADAPTER_WEIGHTS_NAME).exists() else ""
+    kept = [f"the last good checkpoint, {checkpoint}"] if checkpoint else []
+    if (run.output_dir / ADAPTER_WEIGHTS_NAME).exists():
+        kept.append("the adapter saved before")
     raise FloatingPointError(
         f"training stopped at step {run.state.global_step} (epoch {run.state.epoch + 1}): {what}, so nothing more is "
-        f"saved ({kept}{adapter} kept as they were). Lower --lr, or check --weight-decay and --max-grad-norm, and "
-        "train again with --overwrite"
+        f"saved (kept as they were: {' and '.join(kept) or 'nothing, none was saved yet'}). Lower --lr, or check "
+        "--weight-decay and --max-grad-norm, and train again with --overwrite"
     )
 
 
