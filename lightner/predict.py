@@ -160,8 +160,8 @@ def _blocks(source: Path | _Stream, keep: bool = False) -> Iterator[bytes]:
 
 
 def _split_lines(blocks: Iterable[bytes], line_break: re.Pattern[bytes]) -> Iterator[bytes]:
-    """The lines of a stream of blocks, without their ends; a "\r" that ends a block is held back for the next one,
-    whose first byte may make it "\r\n"."""
+    """The lines of a stream of blocks, without their ends; a carriage return that ends a block is held back for the
+    next block, whose first byte may make it a CRLF line end."""
     parts: list[bytes] = []
     held = b""
     for block in blocks:
@@ -175,7 +175,7 @@ def _split_lines(blocks: Iterable[bytes], line_break: re.Pattern[bytes]) -> Iter
         parts.append(block[start:])
     last = b"".join(parts) + held
     if last:
-        end = line_break.search(last)  # only the held "\r" can be a line end here
+        end = line_break.search(last)  # only a held carriage return can be a line end here
         yield last[: end.start()] if end else last
 
 
@@ -621,6 +621,8 @@ def run_prediction(run: PredictionRun, pipeline, state=None) -> dict[str, int]:
         raise ValueError(f"unknown output format {run.output_format!r}; expected one of {tuple(OUTPUT_FORMATS)}")
     output_format = OUTPUT_FORMATS[run.output_format]
     source = open_input(run.source, run.input_format)
+    if world > 1 and isinstance(source.opened, _Stream):
+        raise ValueError(f"--input {run.source} is a stream, which several processes cannot each read; give a file")
     check_paths(run, source)
     resumable = not is_stream(run.output)
     if output_format.folder and not resumable:
@@ -678,7 +680,12 @@ def run_prediction(run: PredictionRun, pipeline, state=None) -> dict[str, int]:
         if run.html is not None:
             from .render import render_html
 
-            _write_whole(run.html, render_html([text for text, _ in page], [e for _, e in page]))
+            html = render_html([text for text, _ in page], [e for _, e in page])
+            if is_stream(run.html):
+                with _open_stream_output(run.html) as file:
+                    file.write(html)
+            else:
+                _write_whole(run.html, html)
     return counts
 
 
@@ -710,7 +717,7 @@ def skip_done(
             "had done; it was changed since, so start again without --resume"
         )
     if progress.input is None:
-        logger.warning(f"--resume: {Progress.path(Path(source))} records no fingerprint of the input; not checked")
+        logger.warning("--resume: the progress file, from an earlier lightner, records no fingerprint of the input")
         return
     now, then = fingerprint.record(), progress.input
     changes = [
@@ -845,6 +852,8 @@ class StreamOutput:
         if not self.durable:
             self.file = _open_stream_output(path)
             return
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; --output-format {output_format.name} writes a file")
         if progress.documents and not path.is_file():
             raise FileNotFoundError(f"--resume: {path} does not exist; start again without --resume")
         path.parent.mkdir(parents=True, exist_ok=True)

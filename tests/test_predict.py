@@ -417,6 +417,7 @@ def test_an_output_that_is_an_input_or_another_output_is_refused_before_anything
         (text, {"output": tmp_path / "o.jsonl", "html": tmp_path / "o.jsonl"}, r"--output and --html are one file"),
         (text, {"html": tmp_path / "out.progress"}, r"the progress file of --output and --html are one file"),
         (text, {"html": tmp_path}, r"--html .* is a folder"),
+        (text, {"output": tmp_path}, r"is a folder; --output-format jsonl writes a file"),
     ]
     before = {path: path.read_bytes() for path in (text, jsonl)}
     for source, options, message in refused:
