@@ -341,6 +341,20 @@ def test_an_output_that_is_a_file_is_refused_in_one_line(workspace, tmp_path, ca
     assert notes.read_text() == "mine"
 
 
+def test_ctrl_c_during_training_says_how_to_go_on(tmp_path, monkeypatch, capsys):
+    def interrupted(arguments):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lightner.train.train", interrupted)
+    try:
+        assert main(["train", "--train", str(tmp_path / "train.txt"), "--output", str(tmp_path / "run")]) == 130
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C reached the top as KeyboardInterrupt (a traceback at the command line)")
+    assert error_line(capsys.readouterr().err) == (
+        "lightner train: interrupted; the same command with --resume continues from the last checkpoint"
+    )
+
+
 def test_evaluate_says_why_data_of_other_types_cannot_score(trained, tmp_path, capsys, caplog):
     foreign = tmp_path / "adr.txt"
     foreign.write_text("muscle\tB-ADR\npain\tI-ADR\nafter\tO\nLipitor\tB-DRUG\n")
