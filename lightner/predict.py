@@ -39,6 +39,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
+try:
+    import fcntl
+except ImportError:  # Windows: outputs are not locked
+    fcntl = None
+
 from .brat import ANN_SUFFIX, TEXT_SUFFIX, annotation_file
 from .data import (
     LINE_BREAK,
@@ -898,9 +903,7 @@ def _lock(descriptor: int, path: Path) -> None:
     run writing the same output is refused by name instead of interleaving its writes with the first's. It also
     guards the progress file, which only the run holding the lock writes. (Without `fcntl`, on Windows, there is no
     lock.)"""
-    try:
-        import fcntl
-    except ImportError:
+    if fcntl is None:
         return
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -925,9 +928,10 @@ class FolderOutput:
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} is a file; --output-format {output_format.name} writes a folder")
         folder.mkdir(parents=True, exist_ok=True)  # a folder a new run refuses below existed already
-        self.descriptor = os.open(folder, os.O_RDONLY)
+        self.descriptor = os.open(folder, os.O_RDONLY) if fcntl is not None else None  # Windows opens no folder
         try:
-            _lock(self.descriptor, folder)
+            if self.descriptor is not None:
+                _lock(self.descriptor, folder)
             existing = next(folder.rglob(f"*{ANN_SUFFIX}"), None)
             if progress.documents == 0 and existing is not None:
                 raise ValueError(
@@ -935,7 +939,7 @@ class FolderOutput:
                     "or empty folder, or pass --resume to continue the run that wrote them"
                 )
         except BaseException:
-            os.close(self.descriptor)
+            self.close()
             raise
         self.folder, self.write = folder, output_format.write
         self.lines: dict[str, int] = {}  # name -> input line, to refuse two documents of one name
@@ -960,7 +964,9 @@ class FolderOutput:
         return 0
 
     def close(self) -> None:
-        os.close(self.descriptor)
+        if self.descriptor is not None:
+            os.close(self.descriptor)
+            self.descriptor = None
 
 
 def _write_whole(path: Path, content: str) -> None:
