@@ -44,10 +44,12 @@ ENDPOINT_HANDLER_FILE = "handler.py"
 # Loading arguments
 # ---------------------------------------------------------------------------------------------------------------------
 
-# Where an adapter repository's files come from.
-ADAPTER_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder")
+# Where an adapter repository's files come from: the download arguments transformers' loaders take. `AutoModel` (from
+# transformers 5.25 on) hands every one of them to a remote-code model, set or not, so none may be refused; `proxies`
+# goes on to the Hub client, which (huggingface_hub 1.x on) ignores it with a warning and reads HTTP(S)_PROXY instead.
+ADAPTER_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "proxies", "subfolder")
 # Of those, the ones that also apply to the backbone's repository, whose revision is `backbone_revision` instead.
-BACKBONE_HUB_KWARGS = ("cache_dir", "token", "local_files_only", "force_download")
+BACKBONE_HUB_KWARGS = ("cache_dir", "token", "local_files_only", "force_download", "proxies")
 # What `AutoModel.from_pretrained` and `pipeline()` hand every model class; none of it asks anything of this one.
 FRAMEWORK_KWARGS = (
     "trust_remote_code",
@@ -226,9 +228,9 @@ def load_backbone(
     """The BART backbone at `name_or_path` (a Hub id or a local folder), shared with other adapters when frozen;
     `quantize="int8"` quantizes its linear layers (`quantize_backbone`), and every adapter asking for that shares it.
 
-    `hub` (`revision`, `cache_dir`, `token`, `local_files_only`, `force_download`) says where its files come from;
-    `dtype` None keeps the dtype it was saved in; `device` None leaves it on the CPU. Refuses, naming the folder: a
-    folder that does not exist, one that holds something else than a BART model (an adapter, say), and one whose
+    `hub` (`revision`, `cache_dir`, `token`, `local_files_only`, `force_download`, `proxies`) says where its files come
+    from; `dtype` None keeps the dtype it was saved in; `device` None leaves it on the CPU. Refuses, naming the folder:
+    a folder that does not exist, one that holds something else than a BART model (an adapter, say), and one whose
     weights do not all load (transformers would initialise the rest at random).
     """
     check_quantize(quantize, dtype)
@@ -240,7 +242,7 @@ def load_backbone(
         name_or_path, subfolder, ("config.json", (ADAPTER_WEIGHTS_NAME, SHARDED_WEIGHTS_INDEX)), "BART backbone"
     )
     try:
-        config_dict, _ = BartConfig.get_config_dict(name_or_path, subfolder=subfolder, **hub)
+        config_dict = _config_dict(BartConfig, name_or_path, "BART backbone", subfolder=subfolder, **hub)
         if config_dict.get("model_type") != "bart":
             raise ValueError(
                 f"{where} holds a {config_dict.get('model_type')!r} model, not a BART backbone"
@@ -458,9 +460,14 @@ def _check_int8_kernel() -> None:
 
 
 def load_tokenizer(
-    name_or_path: str, config: LightNerConfig | None = None, backbone_hub: Mapping[str, Any] | None = None, **hub
+    name_or_path: str,
+    config: LightNerConfig | None = None,
+    backbone_hub: Mapping[str, Any] | None = None,
+    backbone: str | None = None,
+    **hub,
 ):
-    """The tokenizer saved with an adapter (fetched with `hub`), or else its backbone's (with `backbone_hub`).
+    """The tokenizer saved with an adapter (fetched with `hub`), or else its backbone's (with `backbone_hub`): the
+    one at `backbone` when given (a local copy of the backbone the config names), else at `config.backbone`.
 
     Handing `AutoTokenizer` the adapter's config stops it from loading that config itself, which for a folder with
     remote code would ask whether to trust it.
@@ -470,19 +477,34 @@ def load_tokenizer(
     except (OSError, ValueError):
         if config is None:
             raise
-        return AutoTokenizer.from_pretrained(config.backbone, **(backbone_hub or {}))
+        return AutoTokenizer.from_pretrained(backbone or config.backbone, **(backbone_hub or {}))
 
 
 def load_adapter_config(path: str, **hub) -> LightNerConfig:
     """An adapter's config, refusing folders that hold something other than a LightNER adapter."""
     _check_folder(path, hub.get("subfolder", ""), ("config.json",), "LightNER adapter")
-    config_dict, _ = LightNerConfig.get_config_dict(path, **hub)
+    config_dict = _config_dict(LightNerConfig, path, "LightNER adapter", **hub)
     model_type = config_dict.get("model_type")
     if model_type != LightNerConfig.model_type:
         raise ValueError(
             f"{path}: config.json has model_type {model_type!r}, not 'lightner'; this is not a LightNER adapter"
         )
     return LightNerConfig.from_dict(config_dict)
+
+
+# How a `config.json` that holds some other JSON value than an object is described.
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def _config_dict(config_class, path: str, what: str, **hub) -> dict[str, Any]:
+    """The `config.json` of the `what` at `path` (read by `config_class`) as a dict. A file that holds valid JSON
+    but no object (an array, say) is refused naming the file, where reading a field of it would fail on a list."""
+    config_dict, _ = config_class.get_config_dict(path, **hub)
+    if not isinstance(config_dict, dict):
+        where = os.path.join(path, hub.get("subfolder") or "", "config.json")
+        kind = _JSON_KINDS.get(type(config_dict), "null")
+        raise ValueError(f"{where} holds {kind}, not a JSON object of settings: it is not a saved {what}")
+    return config_dict
 
 
 def read_adapter_file(path: str, **hub) -> dict[str, torch.Tensor]:
@@ -615,9 +637,28 @@ model.predict([["Angela", "Merkel", "visited", "Paris"]])
 ner = pipeline("ner", model="{repo_id or CARD_REPOSITORY_PLACEHOLDER}", trust_remote_code=True)
 ner("Angela Merkel visited Paris.")
 ```
-"""
+{_endpoint_card_section()}"""
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
     card.save(os.path.join(save_directory, "README.md"))
+
+
+def _endpoint_card_section() -> str:
+    """The card's section on the Inference Endpoints handler and its request limits, which `handler.py` states (the
+    one place they are set); none where this code has no handler to save (a model loaded as remote code)."""
+    import importlib.util
+
+    handler_file = Path(__file__).parent / ENDPOINT_HANDLER_FILE
+    if not handler_file.is_file():
+        return ""
+    spec = importlib.util.spec_from_file_location("_lightner_endpoint_handler", handler_file)
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    return f"""
+## Inference Endpoints
+
+`handler.py` answers `{{"inputs": text or list of texts, "parameters": {{...}}}}` with the pipeline's entities.
+{handler.describe_limits()}
+"""
 
 
 def eval_results(config: LightNerConfig) -> list:
@@ -683,6 +724,19 @@ def upload_adapter_folder(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _backbone_argument(backbone: Any) -> tuple[str | None, torch.nn.Module | None]:
+    """`from_pretrained`'s `backbone=` as (a Hub id or folder to load, a loaded backbone to use): one of them or
+    neither; anything else is refused by name."""
+    if backbone is None or isinstance(backbone, torch.nn.Module):
+        return None, backbone
+    if isinstance(backbone, str | os.PathLike):
+        return str(backbone), None
+    raise TypeError(
+        "backbone= must be a loaded BartModel, or the Hub id or folder of a BART backbone, not "
+        f"{type(backbone).__name__}"
+    )
+
+
 class LightNerHubMixin:
     """`from_backbone`, `from_pretrained`, `load_adapter`, `save_pretrained` and `push_to_hub` for `LightNerModel`:
     everything that reads or writes files, so that the model's constructor itself loads nothing."""
@@ -699,7 +753,7 @@ class LightNerHubMixin:
 
         `entity_types` is a list of type names (label words derived from them) or a dict type -> label words. Keyword
         arguments are loading arguments (`dtype`, `device_map`, `quantize`, and `revision`, `cache_dir`, `token`,
-        `local_files_only`, `force_download` for the backbone's repository; see `loading_options`) or
+        `local_files_only`, `force_download`, `proxies` for the backbone's repository; see `loading_options`) or
         `LightNerConfig` fields. The new adapter stays in float32 whatever the backbone's dtype (it is trained), and
         its config records the backbone's revision when it is known (a Hub commit), so that loading it later fetches
         the backbone it was trained on. `quantize="int8"` quantizes the frozen backbone's linear layers for inference
@@ -739,39 +793,44 @@ class LightNerHubMixin:
         pretrained_model_name_or_path: str | os.PathLike,
         *model_args,
         config: LightNerConfig | None = None,
-        backbone: BartModel | None = None,
+        backbone: BartModel | str | os.PathLike | None = None,
         tokenizer=None,
         **kwargs,
     ):
         """Load the backbone named in the adapter's config, then the adapter on top of it.
 
-        A frozen backbone is shared: adapters loaded one after another in a process use the same backbone tensors
-        (pass `backbone=` to share one explicitly). Keyword arguments (checked by `loading_options`; any other is
-        refused): `revision`, `cache_dir`, `token`, `local_files_only`, `force_download`, `subfolder` for the
-        adapter repository, all but `revision` and `subfolder` also for the backbone's, whose revision is
-        `backbone_revision` (default: the one the adapter was trained on, when its config records one); `dtype` (or
-        `torch_dtype`): float32, float16, bfloat16 or "auto" (as saved), for the backbone; `device_map`: "cpu",
-        "cuda", "cuda:N", "auto" or `{"": device}`, for both; `quantize="int8"`: the backbone's linear layers in int8
-        (`quantize_backbone`). The adapter stays float32 under low precision, so saving it again writes the same
-        tensors.
+        A frozen backbone is shared: adapters loaded one after another in a process use the same backbone tensors (pass
+        a loaded `BartModel` as `backbone=` to share one explicitly). `backbone=` a Hub id or a folder loads that
+        backbone instead of the one the config names, such as a local copy of it on a machine without the Hub; the
+        config keeps naming its own, and the backbone must have the shape the adapter records. Keyword arguments
+        (checked by `loading_options`; any other is refused): `revision`, `cache_dir`, `token`, `local_files_only`,
+        `force_download`, `proxies`, `subfolder` for the adapter repository, all but `revision` and `subfolder` also
+        for the backbone's, whose revision is `backbone_revision` (default: the one the adapter was trained on, when
+        its config records one); `dtype` (or `torch_dtype`): float32, float16, bfloat16 or "auto" (as saved), for the
+        backbone; `device_map`: "cpu", "cuda", "cuda:N", "auto" or `{"": device}`, for both; `quantize="int8"`: the
+        backbone's linear layers in int8 (`quantize_backbone`). The adapter stays float32 under low precision, so
+        saving it again writes the same tensors.
         """
         if model_args:
             raise TypeError(f"from_pretrained takes no positional arguments after the path, got {len(model_args)}")
         options = loading_options(kwargs)
         path, hub = str(pretrained_model_name_or_path), options.adapter_hub
+        backbone_name, backbone = _backbone_argument(backbone)
         if backbone is not None and options.quantize is not None and not is_quantized(backbone):
             raise ValueError("quantize= applies to a backbone loaded here; quantize_backbone(backbone) one you pass")
         if config is None:
             config = load_adapter_config(path, **hub)
         state = read_adapter_file(path, **hub)
-        revision = options.backbone_revision or config.backbone_revision
+        # The recorded revision is a commit of the config's backbone repository, meaningless for another one.
+        recorded_revision = config.backbone_revision if backbone_name in (None, config.backbone) else None
+        revision = options.backbone_revision or recorded_revision
         backbone_hub = {**options.backbone_hub, **_only({"revision": revision}, ("revision",))}
         if backbone is not None and options.dtype not in (None, next(backbone.parameters()).dtype):
             raise ValueError(
                 f"dtype={options.dtype} but the backbone passed is {next(backbone.parameters()).dtype}; convert the "
                 "backbone before passing it, or leave dtype out"
             )
-        if backbone is None and config.backbone_subfolder:
+        if backbone is None and backbone_name is None and config.backbone_subfolder:
             backbone = load_backbone(
                 path,
                 dtype=options.dtype,
@@ -784,7 +843,7 @@ class LightNerHubMixin:
             )
         if backbone is None:
             backbone = load_backbone(
-                config.backbone,
+                backbone_name or config.backbone,
                 dtype=options.dtype,
                 device=options.device,
                 share=config.freeze_backbone,
@@ -792,7 +851,7 @@ class LightNerHubMixin:
                 **backbone_hub,
             )
         if tokenizer is None:
-            tokenizer = load_tokenizer(path, config=config, backbone_hub=backbone_hub, **hub)
+            tokenizer = load_tokenizer(path, config=config, backbone_hub=backbone_hub, backbone=backbone_name, **hub)
         model = cls(config, backbone=backbone, tokenizer=tokenizer, reparameterize=False)
         model.load_adapter_state_dict(state, source=path)
         if options.device is not None:

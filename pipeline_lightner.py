@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from transformers import Pipeline
@@ -71,11 +72,14 @@ class LightNerPipeline(Pipeline):
         adapter (`str`): which adapter of the model to use (default: the active one).
         threshold (`float`): drop entities scoring below it (default 0: keep all).
         ignore_labels (`list[str]`): entity types to leave out of the output.
-        aggregation_strategy (`str`): accepted for token-classification habits; "simple", "first", "average" and
-            "max" all mean whole entities here, "none" is refused (LightNER predicts whole spans, not tokens).
+        aggregation_strategy (`str` or transformers' `AggregationStrategy`): accepted for token-classification
+            habits; "simple", "first", "average" and "max" all mean whole entities here, "none" is refused (LightNER
+            predicts whole spans, not tokens).
 
     Inputs: a string, a list of strings (a list back), or any other iterable of strings, such as a generator, a
     `datasets` column or a `KeyDataset` (an iterator back, results in input order, read `batch_size` texts at a time).
+    With `is_split_into_words=True`, an iterable of words (strings) is one sentence, read whole and answered as the
+    same words in a list are; an iterable of word lists streams like texts.
 
     A text longer than the backbone's positions is read in windows of whole sentences; a sentence longer than that is
     read in overlapping windows, each entity kept once. Empty or whitespace-only text gives `[]`.
@@ -100,7 +104,7 @@ class LightNerPipeline(Pipeline):
         adapter: str | None = None,
         threshold: float | None = None,
         ignore_labels: Sequence[str] | None = None,
-        aggregation_strategy: str | None = None,
+        aggregation_strategy: str | Enum | None = None,
     ) -> tuple[dict, dict, dict]:
         _check_aggregation_strategy(aggregation_strategy)
         preprocess_params = {} if is_split_into_words is None else {"is_split_into_words": is_split_into_words}
@@ -129,7 +133,10 @@ class LightNerPipeline(Pipeline):
         default_batch_size = DEFAULT_BATCH_SIZE if self._batch_size is None else self._batch_size
         forward_params = {"batch_size": default_batch_size, **self._forward_params, **forward_params}
         if _is_stream(inputs, preprocess_params.get("is_split_into_words", False)):
-            return self._stream(iter(inputs), forward_params["batch_size"], kwargs)
+            first, inputs = _peek(iter(inputs))
+            if not (preprocess_params.get("is_split_into_words", False) and isinstance(first, str)):
+                return self._stream(inputs, forward_params["batch_size"], kwargs)
+            inputs = list(inputs)  # words of one sentence: cut into chunks, it would be read as several sentences
         texts, single = _as_batch(inputs, preprocess_params.get("is_split_into_words", False))
         documents = [self.preprocess(text, **preprocess_params) for text in texts]
         sentences = [document.words[w.start : w.end] for document in documents for w in document.windows]
@@ -197,7 +204,11 @@ class LightNerPipeline(Pipeline):
         return sorted(entities, key=lambda e: (e["start"], e["end"], e["entity_group"]))
 
 
-def _check_aggregation_strategy(strategy: str | None) -> None:
+def _check_aggregation_strategy(strategy: str | Enum | None) -> None:
+    """Refuse a strategy LightNER cannot follow; a member of transformers' `AggregationStrategy` is read as its
+    value ("first"), its name would not match."""
+    if isinstance(strategy, Enum):
+        strategy = strategy.value
     if strategy is None or str(strategy).lower() in WHOLE_ENTITY_STRATEGIES:
         return
     if str(strategy).lower() == "none":
@@ -215,6 +226,15 @@ def _is_stream(inputs, is_split_into_words: bool) -> bool:
     if isinstance(inputs, Iterator):
         return True
     return hasattr(inputs, "__iter__") or (hasattr(inputs, "__getitem__") and hasattr(inputs, "__len__"))
+
+
+_EMPTY = object()
+
+
+def _peek(items: Iterator) -> tuple[Any, Iterator]:
+    """The first item of an iterator (`_EMPTY` if it has none) and an iterator over all its items, that one too."""
+    first = next(items, _EMPTY)
+    return first, items if first is _EMPTY else itertools.chain([first], items)
 
 
 def _as_batch(inputs, is_split_into_words: bool) -> tuple[list, bool]:

@@ -4,6 +4,9 @@ A standard-library HTTP server, so the demo needs nothing beyond the package. It
 otherwise, and answers:
 - `GET /`: the page; `POST /` (a form with `text` and `adapter`): the page with that text's entities;
 - `POST /api/entities` (JSON `{"text": ..., "adapter": ...}`): the pipeline's entities as JSON.
+
+A request body is read only when its `Content-Length` is a number within `MAX_BODY_BYTES` (else 400, 411 or 413,
+`serving.BoundedRequestHandler`), and a JSON body that cannot be read gets a 400 with the reason.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ import threading
 from collections.abc import Sequence
 from html import escape
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 from .render import html_page, render_entities
+from .serving import BoundedRequestHandler, RequestRefused, parse_json
 
 MAX_TEXT_CHARACTERS = 100_000
+# Room for the longest text a request may hold however it is encoded (a character outside the BMP is 12 bytes as
+# JSON's "\ud83d\ude00" or as a form's percent-encoded UTF-8), and for the adapter's name and the field names.
+MAX_BODY_BYTES = 12 * MAX_TEXT_CHARACTERS + 4096
 EXAMPLE_TEXT = "Angela Merkel met Emmanuel Macron in Paris on Tuesday to discuss the European Union budget."
 _FORM_STYLE = """
 textarea { width: 100%; height: 8em; font: inherit; padding: 0.5em; box-sizing: border-box; }
@@ -56,38 +63,47 @@ class DemoServer(ThreadingHTTPServer):
             return self.pipeline(text, adapter=adapter)
 
 
-class DemoRequestHandler(BaseHTTPRequestHandler):
+class DemoRequestHandler(BoundedRequestHandler):
     server: DemoServer
+    max_body_bytes = MAX_BODY_BYTES
 
     def do_GET(self) -> None:  # noqa: N802 (the name http.server dispatches to)
         if self.path.split("?")[0] != "/":
-            self._send(HTTPStatus.NOT_FOUND, "text/plain", "not found")
+            self.send_content(HTTPStatus.NOT_FOUND, "text/plain", "not found")
             return
         self._send_page(EXAMPLE_TEXT, None, None, None)
 
     def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path not in ("/", "/api/entities"):
+            self.send_content(HTTPStatus.NOT_FOUND, "text/plain", "not found")
+            return
+        try:
+            body = self.read_body()
+        except RequestRefused as refused:
+            if self.path == "/api/entities":
+                self.send_content(refused.status, "application/json", json.dumps({"error": str(refused)}))
+            else:
+                self._send_page("", None, None, str(refused), refused.status)
+            return
         if self.path == "/api/entities":
             self._answer_api(body)
-        elif self.path == "/":
+        else:
             form = parse_qs(body.decode("utf-8", errors="replace"))
             text, adapter = form.get("text", [""])[0], form.get("adapter", [None])[0]
             try:
                 self._send_page(text, adapter, self.server.entities(text, adapter), None)
             except ValueError as error:
                 self._send_page(text, adapter, None, str(error), HTTPStatus.BAD_REQUEST)
-        else:
-            self._send(HTTPStatus.NOT_FOUND, "text/plain", "not found")
 
     def _answer_api(self, body: bytes) -> None:
         try:
-            request = json.loads(body.decode("utf-8"))
+            request = parse_json(body)
             if not isinstance(request, dict) or "text" not in request:
                 raise ValueError('send a JSON object {"text": "...", "adapter": optional name}')
             answer, status = {"entities": self.server.entities(request["text"], request.get("adapter"))}, 200
-        except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
+        except ValueError as error:
             answer, status = {"error": str(error)}, HTTPStatus.BAD_REQUEST
-        self._send(status, "application/json", json.dumps(answer))
+        self.send_content(status, "application/json", json.dumps(answer))
 
     def _send_page(
         self,
@@ -102,15 +118,7 @@ class DemoRequestHandler(BaseHTTPRequestHandler):
             body += f'<p class="error">{escape(error)}</p>'
         if entities is not None:
             body += render_entities(text, entities) + _table(entities)
-        self._send(status, "text/html; charset=utf-8", html_page(self.server.title, body, _FORM_STYLE))
-
-    def _send(self, status: int, content_type: str, content: str) -> None:
-        payload = content.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.send_content(status, "text/html; charset=utf-8", html_page(self.server.title, body, _FORM_STYLE))
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (BaseHTTPRequestHandler's signature)
         """Quiet: the demo prints its address once instead of a line per request."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import threading
 import urllib.error
 import urllib.request
+from html import escape
 from urllib.parse import urlencode
 
 import pytest
 import torch
 
-from lightner.demo import MAX_TEXT_CHARACTERS, make_server
+from lightner.demo import MAX_TEXT_CHARACTERS, DemoRequestHandler, make_server
 from lightner.modeling_lightner import LightNerModel
 from lightner.pipeline_lightner import LightNerPipeline
 
@@ -96,6 +99,78 @@ def test_bad_api_requests_get_a_400_with_the_reason(served, body, message):
     status, answer = request(server.url + "api/entities", body)
     assert status == 400
     assert message in json.loads(answer)["error"]
+
+
+def raw_post(server, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, str]:
+    """A POST with exactly these headers (no Content-Length unless given), as a client that lies about it sends."""
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        connection.putrequest("POST", path)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders(body or None)
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode("utf-8")
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("length", "status", "message"),
+    [
+        ("abc", 400, "Content-Length 'abc' is not a number of bytes"),
+        ("-1", 400, "Content-Length '-1' is not a number of bytes"),
+        ("1000000000000", 413, "the body has 1,000,000,000,000 bytes; this server reads at most 1,204,096"),
+        (None, 411, "send the body with a Content-Length header"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/entities", "/"])
+def test_a_bad_content_length_is_answered_before_any_body_is_read(served, path, length, status, message):
+    """Each would hang a thread (-1: read to the end of the stream), drop the connection ("abc"), or allocate a
+    terabyte; the client here sends no body at all and keeps the connection open, so a read would block."""
+    server, _ = served
+    headers = {"Content-Type": "application/json"} | ({} if length is None else {"Content-Length": length})
+    answer_status, answer = raw_post(server, path, headers)
+    assert answer_status == status
+    assert (message in json.loads(answer)["error"]) if path == "/api/entities" else (escape(message) in answer)
+    assert request(server.url)[0] == 200  # the server still answers
+
+
+def test_deeply_nested_json_gets_a_400(served):
+    server, _ = served
+    nested = b"[" * 100_000 + b"]" * 100_000
+    status, answer = request(server.url + "api/entities", nested)
+    assert status == 400 and json.loads(answer)["error"] == "the JSON body is nested too deeply to read"
+
+
+def test_a_body_shorter_than_announced_gets_a_400_when_it_ends_or_stalls(served, monkeypatch):
+    """A client that announces 10 bytes and sends 4 is answered when it stops sending (it would hold the thread until
+    it closed the connection) or when it has been silent for the handler's timeout."""
+    server, _ = served
+    monkeypatch.setattr(DemoRequestHandler, "timeout", 1)
+    head = b"POST /api/entities HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n" + b'{"te'
+    for stop_sending in (True, False):
+        with socket.create_connection(server.server_address[:2], timeout=30) as client:
+            client.sendall(head)
+            if stop_sending:
+                client.shutdown(socket.SHUT_WR)
+            answer = client.makefile("rb").read().decode("utf-8")
+        assert answer.startswith("HTTP/1.0 400") and "before the 10 bytes its Content-Length announced" in answer
+
+
+def test_the_longest_text_fits_the_body_cap_however_it_is_encoded(served):
+    """The worst encodings of a text of MAX_TEXT_CHARACTERS characters are read whole (then refused for the
+    adapter, which names no loaded one, so that nothing is predicted)."""
+    server, _ = served
+    text = "\U0001f600" * MAX_TEXT_CHARACTERS  # 12 bytes a character both as JSON and as a form
+    as_json = json.dumps({"text": text, "adapter": "x" * 1000}).encode()
+    as_form = urlencode({"text": text, "adapter": "x" * 1000}).encode()
+    assert len(as_json) > 1_200_000 and len(as_form) > 1_200_000
+    status, answer = request(server.url + "api/entities", as_json)
+    assert status == 400 and "no adapter named 'xxx" in json.loads(answer)["error"]
+    status, page = request(server.url, as_form, "application/x-www-form-urlencoded")
+    assert status == 400 and "no adapter named" in page
 
 
 def test_bad_form_and_unknown_paths(served):

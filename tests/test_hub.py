@@ -482,6 +482,37 @@ def test_missing_folders_and_files_are_named(news, tiny_backbone, tmp_path):
         LightNerModel.from_pretrained(tmp_path / "adapter")
 
 
+def test_a_config_that_is_no_json_object_is_named(news, tiny_backbone, tmp_path):
+    news.save_pretrained(tmp_path / "adapter")
+    (tmp_path / "adapter" / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"adapter/config.json holds an array, not a JSON object.*LightNER adapter"):
+        LightNerModel.from_pretrained(tmp_path / "adapter")
+    backbone = save_tiny_backbone(tmp_path / "backbone")
+    (backbone / "config.json").write_text('"bart"')
+    with pytest.raises(ValueError, match=r"backbone/config.json holds a string, not a JSON object.*BART backbone"):
+        LightNerModel.from_backbone(backbone, ["PER"])
+
+
+def test_backbone_may_be_a_folder_to_load_instead_of_the_one_the_config_names(news, tiny_backbone, tmp_path):
+    """A local copy of the backbone (a machine without the Hub) loads by `backbone=` its folder; the config keeps the
+    name it records; a backbone of another shape is refused as ever, and anything but a model, a name or a path too."""
+    news.save_pretrained(tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "config.json").read_text())
+    config["backbone"] = "org/not-on-this-machine"
+    (tmp_path / "adapter" / "config.json").write_text(json.dumps(config))
+    copy = save_tiny_backbone(tmp_path / "copy")
+    for backbone in (copy, str(copy)):
+        loaded = LightNerModel.from_pretrained(tmp_path / "adapter", backbone=backbone)
+        assert loaded.config.backbone == "org/not-on-this-machine"
+        assert_same_entities(loaded.predict(SENTENCES), news.predict(SENTENCES))
+    with pytest.raises(ValueError, match="d_model: adapter 32, backbone 16"):
+        LightNerModel.from_pretrained(
+            tmp_path / "adapter", backbone=save_tiny_backbone(tmp_path / "narrow", d_model=16)
+        )
+    with pytest.raises(TypeError, match="backbone= must be a loaded BartModel, or the Hub id or folder.*not int"):
+        LightNerModel.from_pretrained(tmp_path / "adapter", backbone=3)
+
+
 def test_a_backbone_folder_that_is_not_a_complete_bart_is_refused(news, tiny_backbone, tmp_path):
     news.save_pretrained(tmp_path / "adapter")
     with pytest.raises(ValueError, match="holds a 'lightner' model, not a BART backbone"):

@@ -95,6 +95,34 @@ def test_to_moves_backbone_adapters_and_buffers(saved):
     assert dtypes_of(model) == ({torch.bfloat16}, {torch.bfloat16})
 
 
+# What transformers 5.25's `AutoModel.from_pretrained` (and so `pipeline()`) hands a remote-code model's
+# `from_pretrained`: every download argument, set or not (5.24 passed only those set, and no `proxies`).
+AUTOMODEL_KWARGS = {
+    "_from_auto": True,
+    "adapter_kwargs": None,
+    "cache_dir": None,
+    "force_download": False,
+    "local_files_only": False,
+    "proxies": None,
+    "revision": None,
+    "subfolder": "",
+    "trust_remote_code": True,
+}
+
+
+def test_the_arguments_automodel_passes_are_accepted_and_proxies_reach_the_backbone(saved, monkeypatch):
+    assert LightNerModel.from_pretrained(saved, **AUTOMODEL_KWARGS).predict(WORDS) == (
+        LightNerModel.from_pretrained(saved).predict(WORDS)
+    )
+    calls = []
+    real_load = hub_lightner.load_backbone
+    monkeypatch.setattr(hub_lightner, "load_backbone", lambda *a, **k: calls.append(k) or real_load(*a, **k))
+    proxies = {"https": "http://127.0.0.1:9"}  # a local folder is never downloaded: the proxy is only passed on
+    LightNerModel.from_pretrained(saved, proxies=proxies)
+    assert calls[-1]["proxies"] == proxies
+    assert loading_options({"proxies": proxies}).adapter_hub == {"proxies": proxies}
+
+
 @pytest.mark.parametrize("kwargs", [{"low_cpu_mem_usage": True}, {"attn_implementation": "eager"}])
 def test_unsupported_argument_is_refused_by_name(saved, tiny_backbone, kwargs):
     (name,) = kwargs

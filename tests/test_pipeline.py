@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+from transformers.pipelines.token_classification import AggregationStrategy
 
 from conftest import run_without_project, shared_path
 from lightner.data import read_conll
@@ -280,6 +281,19 @@ def test_generator_input_streams_the_same_results(ner):
     assert list(streamed) == ner(HARD_TEXTS[:5])
 
 
+def test_an_iterator_of_words_is_one_sentence_as_the_same_list(ner):
+    """Read in chunks of `batch_size`, the words would be cut into several sentences with offsets into each piece."""
+    words = words_of(HARD_TEXTS[-5])
+    expected = ner(words, is_split_into_words=True)
+    assert any(e["start"] > len(" ".join(words[:2])) for e in expected), "needs an entity past the first chunk"
+    for inputs in (iter(words), (word for word in words), tuple(words)):
+        assert ner(inputs, is_split_into_words=True, batch_size=2) == expected
+    sentences = [words, words[:3], []]
+    streamed = ner(iter(sentences), is_split_into_words=True, batch_size=2)
+    assert not isinstance(streamed, list) and list(streamed) == ner(sentences, is_split_into_words=True)
+    assert list(ner(iter([]), is_split_into_words=True)) == []
+
+
 def test_datasets_columns_and_key_datasets_stream_in_order(ner):
     from datasets import Dataset
     from transformers.pipelines.pt_utils import KeyDataset
@@ -306,10 +320,19 @@ def test_threshold_ignore_labels_and_aggregation_strategy(ner):
     dropped_type = everything[0]["entity_group"]
     without = [e for entities in ner(HARD_TEXTS, ignore_labels=[dropped_type]) for e in entities]
     assert without == [e for e in everything if e["entity_group"] != dropped_type] and len(without) < len(everything)
-    for strategy in ("simple", "first", "average", "max", "SIMPLE"):
+    for strategy in (
+        "simple",
+        "first",
+        "average",
+        "max",
+        "SIMPLE",
+        AggregationStrategy.FIRST,
+        AggregationStrategy.MAX,
+    ):
         assert [e for entities in ner(HARD_TEXTS, aggregation_strategy=strategy) for e in entities] == everything
-    with pytest.raises(ValueError, match="whole entity spans"):
-        ner(SHORT_TEXT, aggregation_strategy="none")
+    for strategy in ("none", AggregationStrategy.NONE):
+        with pytest.raises(ValueError, match="whole entity spans"):
+            ner(SHORT_TEXT, aggregation_strategy=strategy)
     with pytest.raises(ValueError, match="unknown aggregation_strategy"):
         ner(SHORT_TEXT, aggregation_strategy="sum")
     for bad in (-0.1, 1.5, "high", True):

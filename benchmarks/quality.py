@@ -1,0 +1,404 @@
+#!/usr/bin/env python
+"""The LightNER paper's protocols in miniature, on `assets/bart-mini` (a small BART pretrained here), with baselines.
+
+Every figure is a test-set F1 (entity level, exact span and type, `span_f1`) averaged over K-shot samples drawn with
+`sample_k_shot` (seeds 0, 1, 2, ... from the target's largest training file, never from its test file), reported as
+mean and standard deviation, with the seconds each setting took. Settings:
+
+- cross-domain: a CoNLL-2003 source adapter (trained on `train.txt`), then MIT Restaurant, MIT Movie and ATIS at 10
+  and 50 shots, with prompts started from the source (`--init-prompts-from`) and from scratch;
+- in-domain low-resource CoNLL-2003 (`indomain-train.txt`: LOC and MISC with 100 mentions each), one run per seed;
+- side by side on MIT Restaurant, same samples: LightNER (frozen backbone, prompts + label words); the same pointer
+  model fully fine-tuned (BARTNER); a token classifier (the encoder + a linear BIO head, fine-tuned); LightNER on a
+  random backbone of bart-mini's shape; LightNER with types named by arbitrary words (no label-word semantics); and
+  LightNER with prompts in the decoder only (the encoder's left out of attention);
+- low precision: one trained adapter scored in float32, bfloat16 and int8 on the same test set.
+
+Hyperparameters are fixed in `SYSTEMS` and `SETTINGS` below, chosen before any test score was seen (the learning rate
+of the prompts from a pilot scored on held-out sentences of the 500-shot training file, never on a test file).
+
+    python benchmarks/quality.py --quick          # MIT Restaurant 10-shot, 3 seeds, LightNER on bart-mini vs random
+    python benchmarks/quality.py --json           # everything (about an hour on 2 cores)
+
+Finished runs are kept in `--work-dir` (default `runs/quality`), so an interrupted benchmark continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from shared_assets import REPO_ROOT, log, shared_dir
+
+sys.path.insert(0, str(REPO_ROOT))
+
+BART_MINI = REPO_ROOT / "assets" / "bart-mini"
+DATA = ("data", "lightner")
+POOL_FILE = {"mit-restaurant": "500-shot-train.txt", "mit-movie": "500-shot-train.txt", "atis": "50-shot-train.txt"}
+# Arbitrary words for the label-word ablation: distinct single pieces with no tie to any entity type.
+ARBITRARY_WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda omicron".split()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One training recipe: data plus the optimiser settings of the paper's protocol, in miniature."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    max_length_a: float
+
+
+# The paper's cross-domain settings (batch 3, 30 epochs) for the targets; fewer epochs where the data is large.
+SETTINGS = {
+    "target": Setting(epochs=30, batch_size=3, learning_rate=1e-3, max_length_a=0.8),
+    "source": Setting(epochs=3, batch_size=16, learning_rate=1e-3, max_length_a=0.6),
+    "indomain": Setting(epochs=5, batch_size=16, learning_rate=1e-3, max_length_a=0.6),
+}
+# Full fine-tuning and the token classifier train every weight: the usual fine-tuning learning rate.
+FINETUNE_LEARNING_RATE = 1e-4
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trained model and its test score: a system on a sample of a target."""
+
+    system: str
+    target: str
+    shots: int | None
+    seed: int
+    init: str = "scratch"  # or "source": prompts from the CoNLL-2003 source adapter
+
+    @property
+    def key(self) -> str:
+        return f"{self.system}/{self.target}/{self.shots}-shot/{self.init}/seed{self.seed}"
+
+
+class Benchmark:
+    """Runs, caches and reports the runs; every run writes `result.json` in its own folder under `work_dir`."""
+
+    def __init__(self, work_dir: Path, shared: Path, backbone: Path, test_limit: int | None):
+        self.work_dir = work_dir
+        self.data_dir = shared.joinpath(*DATA)
+        self.backbone = backbone
+        self.test_limit = test_limit
+        self.random_backbone = work_dir / "random-backbone"
+
+    # -- data ------------------------------------------------------------------------------------------------------
+
+    def sample_file(self, target: str, shots: int, seed: int) -> Path:
+        """The seed's K-shot sample of the target's largest training file, as JSON Lines (written once)."""
+        from lightner.data import read_conll, sample_k_shot, write_jsonl
+
+        path = self.work_dir / "samples" / f"{target}-{shots}shot-seed{seed}.jsonl"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pool = read_conll(self.data_dir / target / POOL_FILE[target])
+            write_jsonl(sample_k_shot(pool, shots, seed), path)
+        return path
+
+    def test_file(self, target: str) -> Path:
+        """The target's test file, or its first `test_limit` sentences (for quick checks), as JSON Lines."""
+        from lightner.data import read_conll, write_jsonl
+
+        full = self.data_dir / target / "test.txt"
+        if self.test_limit is None:
+            return full
+        path = self.work_dir / "samples" / f"{target}-test-first{self.test_limit}.jsonl"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_jsonl(read_conll(full)[: self.test_limit], path)
+        return path
+
+    def ensure_random_backbone(self) -> Path:
+        """A BART of bart-mini's shape with random weights (seed 0), saved like bart-mini."""
+        import torch
+        from transformers import AutoTokenizer, BartConfig, BartModel
+
+        if not (self.random_backbone / "config.json").exists():
+            torch.manual_seed(0)
+            BartModel(BartConfig.from_pretrained(self.backbone)).save_pretrained(self.random_backbone)
+            AutoTokenizer.from_pretrained(self.backbone).save_pretrained(self.random_backbone)
+        return self.random_backbone
+
+    # -- running ---------------------------------------------------------------------------------------------------
+
+    def result(self, run: Run, train: Callable[[Path], dict]) -> dict:
+        """The run's cached result, or train it now (in `work_dir/<run.key>`) and cache the result."""
+        folder = self.work_dir / "runs" / run.key
+        done = folder / "result.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        log(f"running {run.key}")
+        started = time.perf_counter()
+        scores = train(folder)
+        result = {**asdict(run), **scores, "seconds": round(time.perf_counter() - started, 1)}
+        done.write_text(json.dumps(result, indent=1) + "\n")
+        log(f"{run.key}: F1 {result['f1']:.4f} in {result['seconds']:.0f} s")
+        return result
+
+    def lightner(self, run: Run, train_file: Path, test_file: Path, setting: Setting, **overrides) -> dict:
+        """`lightner train` on the run's data, as a user runs it (`lightner.train.train`)."""
+
+        def train(folder: Path) -> dict:
+            from lightner.train import LightNerTrainingArguments
+            from lightner.train import train as train_adapter
+
+            args = LightNerTrainingArguments(
+                backbone=str(self.backbone),
+                train_file=str(train_file),
+                test_file=str(test_file),
+                output_dir=str(folder),
+                epochs=setting.epochs,
+                batch_size=setting.batch_size,
+                learning_rate=setting.learning_rate,
+                max_length_a=setting.max_length_a,
+                seed=run.seed,
+                checkpoint_steps=10**9,
+                overwrite=True,
+                **overrides,
+            )
+            results = train_adapter(args)
+            return {key: results[key] for key in ("f1", "precision", "recall")} | {"per_type": results["per_type"]}
+
+        return self.result(run, train)
+
+    def token_classifier(self, run: Run, train_file: Path, test_file: Path, setting: Setting) -> dict:
+        from token_classifier import train_and_score
+
+        def train(folder: Path) -> dict:
+            folder.mkdir(parents=True, exist_ok=True)
+            return train_and_score(
+                self.backbone, train_file, test_file, setting.epochs, setting.batch_size, FINETUNE_LEARNING_RATE, run.seed
+            )
+
+        return self.result(run, train)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The systems compared side by side: how each trains on one sample
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def arbitrary_label_words(train_file: Path) -> dict[str, str]:
+    from lightner.data import load_sentences
+
+    types = sorted({entity.type for sentence in load_sentences(train_file) for entity in sentence.entities})
+    return dict(zip(types, ARBITRARY_WORDS))
+
+
+def run_system(bench: Benchmark, run: Run, train_file: Path, test_file: Path, setting: Setting) -> dict:
+    """Train `run.system` on `train_file`; score it on `test_file`."""
+    if run.system == "lightner":
+        return bench.lightner(run, train_file, test_file, setting)
+    if run.system == "lightner-random-backbone":
+        bench.ensure_random_backbone()
+        saved, bench.backbone = bench.backbone, bench.random_backbone
+        try:
+            return bench.lightner(run, train_file, test_file, setting)
+        finally:
+            bench.backbone = saved
+    if run.system == "bartner":
+        return bench.lightner(
+            run, train_file, test_file, replace(setting, learning_rate=FINETUNE_LEARNING_RATE), full_finetune=True
+        )
+    if run.system == "no-label-words":
+        return bench.lightner(run, train_file, test_file, setting, label_words=arbitrary_label_words(train_file))
+    if run.system == "decoder-prompts-only":
+        with encoder_prompts_left_out():
+            return bench.lightner(run, train_file, test_file, setting)
+    if run.system == "token-classifier":
+        return bench.token_classifier(run, train_file, test_file, setting)
+    raise ValueError(f"unknown system {run.system!r}")
+
+
+class encoder_prompts_left_out:
+    """While active, the encoder's self-attention gets no prompts (training and scoring): `PromptKeyValues` skips
+    an absent kind, so attention there is plain BART's."""
+
+    def __enter__(self):
+        from lightner.modeling_lightner import PromptEncoder
+
+        self.original = PromptEncoder.forward
+
+        def decoder_only(encoder):
+            return {kind: t for kind, t in self.original(encoder).items() if kind != "encoder_self"}
+
+        PromptEncoder.forward = decoder_only
+
+    def __exit__(self, *exc):
+        from lightner.modeling_lightner import PromptEncoder
+
+        PromptEncoder.forward = self.original
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Protocols
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def source_adapter(bench: Benchmark) -> tuple[Path, dict]:
+    """The CoNLL-2003 source adapter (supervised `train.txt`, a few epochs), scored on CoNLL-2003 test."""
+    run = Run("lightner", "conll2003", None, 0, "supervised")
+    result = bench.lightner(
+        run, bench.data_dir / "conll2003" / "train.txt", bench.test_file("conll2003"), SETTINGS["source"]
+    )
+    return bench.work_dir / "runs" / run.key, result
+
+
+def cross_domain(bench: Benchmark, targets: Sequence[str], shots: Sequence[int], seeds: Sequence[int]) -> list[dict]:
+    source_dir, source = source_adapter(bench)
+    results = [source]
+    for target in targets:
+        for k in shots:
+            for seed in seeds:
+                train_file, test_file = bench.sample_file(target, k, seed), bench.test_file(target)
+                results.append(run_system(bench, Run("lightner", target, k, seed), train_file, test_file, SETTINGS["target"]))
+                run = Run("lightner", target, k, seed, "source")
+                results.append(
+                    bench.lightner(run, train_file, test_file, SETTINGS["target"], init_prompts_from=str(source_dir))
+                )
+    return results
+
+
+def in_domain(bench: Benchmark, seeds: Sequence[int]) -> list[dict]:
+    train_file = bench.data_dir / "conll2003" / "indomain-train.txt"
+    return [
+        bench.lightner(Run("lightner", "conll2003-indomain", None, seed), train_file, bench.test_file("conll2003"), SETTINGS["indomain"])
+        for seed in seeds
+    ]
+
+
+def side_by_side(bench: Benchmark, systems: Sequence[str], shots: Sequence[int], seeds: Sequence[int]) -> list[dict]:
+    target = "mit-restaurant"
+    results = []
+    for k in shots:
+        for seed in seeds:
+            train_file, test_file = bench.sample_file(target, k, seed), bench.test_file(target)
+            for system in systems:
+                results.append(run_system(bench, Run(system, target, k, seed), train_file, test_file, SETTINGS["target"]))
+    return results
+
+
+def precision_gate(bench: Benchmark, shots: int) -> dict:
+    """One adapter (MIT Restaurant, seed 0) scored in float32, bfloat16 and int8 on the same test set."""
+    import torch
+
+    from lightner.data import load_sentences
+    from lightner.evaluation import evaluate_sentences
+    from lightner.modeling_lightner import LightNerModel
+
+    adapter = bench.work_dir / "runs" / Run("lightner", "mit-restaurant", shots, 0).key
+    sentences = load_sentences(bench.test_file("mit-restaurant"))
+    figures = {}
+    for name, loading in {"fp32": {}, "bf16": {"dtype": torch.bfloat16}, "int8": {"quantize": "int8"}}.items():
+        model = LightNerModel.from_pretrained(adapter, **loading)
+        started = time.perf_counter()
+        scores = evaluate_sentences(model, sentences, batch_size=64)
+        figures[name] = {"f1": scores["f1"], "seconds": round(time.perf_counter() - started, 1)}
+        log(f"precision {name}: F1 {scores['f1']:.4f}")
+    for name in ("bf16", "int8"):
+        figures[name]["f1_minus_fp32"] = figures[name]["f1"] - figures["fp32"]["f1"]
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def summarise(results: Sequence[dict]) -> list[dict]:
+    """Mean and standard deviation of F1 over seeds, per system, target, shots and initialisation."""
+    groups: dict[tuple, list[dict]] = {}
+    for result in results:
+        groups.setdefault((result["system"], result["target"], result["shots"], result["init"]), []).append(result)
+    rows = []
+    for (system, target, shots, init), members in groups.items():
+        f1 = [100 * member["f1"] for member in members]
+        rows.append(
+            {
+                "system": system,
+                "target": target,
+                "shots": shots,
+                "init": init,
+                "seeds": len(f1),
+                "f1_mean": round(statistics.mean(f1), 2),
+                "f1_std": round(statistics.stdev(f1), 2) if len(f1) > 1 else 0.0,
+                "seconds_per_run": round(statistics.mean(member["seconds"] for member in members), 1),
+                "per_type_f1": {
+                    name: round(statistics.mean(100 * m["per_type"][name]["f1"] for m in members), 2)
+                    for name in members[0].get("per_type", {})
+                },
+            }
+        )
+    return rows
+
+
+def markdown(rows: Sequence[dict], precision: dict | None) -> str:
+    lines = [
+        "| system | target | shots | prompts from | seeds | F1 (mean ± std) | s per run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['system']} | {row['target']} | {row['shots'] or 'all'} | {row['init']} | {row['seeds']} | "
+            f"{row['f1_mean']:.1f} ± {row['f1_std']:.1f} | {row['seconds_per_run']:.0f} |"
+        )
+        if row["target"] == "conll2003-indomain":
+            lines[-1] += " " + ", ".join(f"{name} {f1:.1f}" for name, f1 in row["per_type_f1"].items())
+    if precision:
+        lines += ["", "| precision | F1 | difference from fp32 | s to score |", "|---|---|---|---|"]
+        for name, figure in precision.items():
+            difference = figure.get("f1_minus_fp32")
+            shown = "" if difference is None else f"{100 * difference:+.2f}"
+            lines.append(f"| {name} | {100 * figure['f1']:.2f} | {shown} | {figure['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="MIT Restaurant 10-shot, LightNER vs random backbone")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--backbone", type=Path, default=BART_MINI)
+    parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "runs" / "quality")
+    parser.add_argument("--test-limit", type=int, default=None, help="score on the first N test sentences only")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    shared = shared_dir(DATA)
+    bench = Benchmark(args.work_dir, shared, args.backbone, args.test_limit)
+    seeds = range(args.seeds)
+    started = time.perf_counter()
+    if args.quick:
+        results = side_by_side(bench, ("lightner", "lightner-random-backbone"), (10,), seeds)
+        precision = precision_gate(bench, 10)
+    else:
+        systems = ("lightner", "bartner", "token-classifier", "lightner-random-backbone")
+        systems += ("no-label-words", "decoder-prompts-only")
+        results = side_by_side(bench, systems, (10, 50), seeds)
+        precision = precision_gate(bench, 50)
+        results += in_domain(bench, seeds)
+        results += cross_domain(bench, ("mit-restaurant", "mit-movie", "atis"), (10, 50), seeds)
+    rows = summarise(results)
+    report = {
+        "backbone": str(args.backbone),
+        "rows": rows,
+        "precision": precision,
+        "seconds": round(time.perf_counter() - started),
+    }
+    print(markdown(rows, precision))
+    if args.json:
+        print(json.dumps(report))
+    (args.work_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
