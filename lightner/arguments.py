@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -219,7 +221,10 @@ class LightNerTrainingArguments:
     def _problems(self) -> list[str]:
         """What is wrong with the values, each naming its field; checked at construction so that nothing is loaded,
         written or trained with an argument that would only fail (or silently misbehave) later."""
-        problems = [
+        problems = _number_problems(self)
+        if problems:  # the rules below compare numbers
+            return problems
+        problems += [
             f"{name} must be at least 1, got {getattr(self, name)}"
             for name in _AT_LEAST_ONE
             if getattr(self, name) < 1
@@ -235,6 +240,10 @@ class LightNerTrainingArguments:
             problems.append(f"dropout must be at least 0 and below 1, got {self.dropout}")
         if not self.learning_rate > 0:
             problems.append(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.seed < 2**32:
+            problems.append(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
+        if self.stop_after_steps is not None and self.stop_after_steps < 1:
+            problems.append(f"stop_after_steps must be at least 1, got {self.stop_after_steps}")
         if self.resume and self.overwrite:
             problems.append("resume and overwrite exclude each other: continue the run in OUTPUT or replace it")
         if self.entity_shapes not in (None, *ENTITY_SHAPE_CHOICES):
@@ -277,6 +286,23 @@ class LightNerTrainingArguments:
         if unknown:
             raise ValueError(f"{path}: unknown training arguments {unknown}")
         return values
+
+
+def _number_problems(arguments: LightNerTrainingArguments) -> list[str]:
+    """Every numeric field checked against its type hint: an `int` field holds a whole number, a `float` field a
+    finite one. Infinity and NaN pass every range check (`nan < 0` is false) and then train an adapter of NaNs; a
+    replayed `--config` file can hold any JSON value."""
+    problems = []
+    for name, hint in typing.get_type_hints(LightNerTrainingArguments).items():
+        value = getattr(arguments, name)
+        kinds = set(typing.get_args(hint)) - {type(None)} or {hint}
+        if value is None and type(None) in typing.get_args(hint):
+            continue
+        if kinds == {int} and type(value) is not int:
+            problems.append(f"{name} must be a whole number, got {value!r}")
+        elif kinds == {float} and (type(value) not in (int, float) or not math.isfinite(value)):
+            problems.append(f"{name} must be a finite number, got {value!r}")
+    return problems
 
 
 __all__ = ["INVOCATION_ONLY", "LightNerTrainingArguments", "TRAINING_ARGS_NAME", "label_words_option"]

@@ -74,7 +74,9 @@ def _parse_text_bound(path: Path, number: int, line: str) -> TextBound:
     fragments = []
     for fragment in offsets.split(";"):
         bounds = fragment.split()
-        if len(bounds) != 2 or not all(bound.isdigit() for bound in bounds) or int(bounds[0]) >= int(bounds[1]):
+        # ASCII digits only: `str.isdigit` also accepts superscripts ("²"), which `int` refuses.
+        digits = all(bound.isascii() and bound.isdigit() for bound in bounds)
+        if len(bounds) != 2 or not digits or int(bounds[0]) >= int(bounds[1]):
             raise DataFormatError(
                 path, number, f"entity {identifier} ({entity_type}): offsets {fragment.strip()!r} are not 'START END' "
                 "with START < END",
@@ -119,7 +121,7 @@ def read_brat_document(
         raise DataFormatError(ann_path, None, "no such annotation file")
     if not text_path.is_file():
         raise DataFormatError(ann_path, None, f"its text {text_path.name} is missing (BRAT keeps it beside the .ann)")
-    text = read_utf8(text_path)
+    text = read_utf8(text_path, keep_bom=True)  # BRAT counts a byte-order mark in its offsets
     spans = split_words(text)
     entities = []  # (first word, last word, entity with document word offsets)
     for bound in parse_ann(ann_path, read_utf8(ann_path)):

@@ -82,12 +82,15 @@ def read_run_state(checkpoint: Path) -> RunState:
 
 
 def check_output_dir(output_dir: Path, arguments: dict[str, Any], resume: bool, overwrite: bool) -> RunState | None:
-    """Refuse an output folder this run must not write into; with `resume`, the state to resume from, if any.
+    """Refuse an output this run must not write into (a file, a folder holding another run); with `resume`, the
+    state to resume from, if any.
 
     Runs before anything is written, so that a refused run leaves the folder as it found it: a new run is refused
     where an earlier run or adapter lives (unless `overwrite`), and a resume whose arguments differ from the
     interrupted run's is refused before `training_args.json` would be replaced.
     """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output {output_dir} is a file, and a run writes a folder; choose another --output")
     checkpoint = latest_checkpoint(output_dir)
     if resume and checkpoint is not None:
         state = read_run_state(checkpoint)

@@ -38,9 +38,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # The command's own parser, so that its usage errors read "lightner train: error: ...".
         return args.handler(args, args.command_parser)
+    except KeyboardInterrupt:  # Ctrl-C: what was done, and how to go on, rather than a traceback
+        print(f"lightner {args.command}: interrupted{_INTERRUPTED.get(args.command, '')}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+    except Interrupted as interrupted:
+        print(f"lightner {args.command}: interrupted; {interrupted}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     except Exception as error:  # the CLI boundary: every failure becomes one line
         print(f"lightner {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
+
+
+# The exit status of a command stopped by Ctrl-C, as shells report a process ended by SIGINT.
+INTERRUPTED_EXIT_CODE = 130
+# What to do after Ctrl-C, by command, for those that can go on from where they stopped.
+_INTERRUPTED = {"train": "; the same command with --resume continues from the last checkpoint"}
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a command that can say how far it got and how to go on (the message)."""
 
 
 def _one_line(error: Exception) -> str:
@@ -298,8 +314,16 @@ def _add_predict_parser(commands) -> None:
         + ".",
     )
     _add_model_arguments(parser)
-    parser.add_argument("--input", required=True, help="the documents (see the formats above)")
-    parser.add_argument("--output", required=True, type=Path, help="file to write (a folder for --output-format brat)")
+    parser.add_argument(
+        "--input", required=True, help="the documents (see the formats above); - reads them from standard input"
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        help="file to write (a folder for --output-format brat), never one of the inputs; - writes to standard "
+        "output (the summary then goes to standard error), which cannot be resumed",
+    )
     parser.add_argument(
         "--format",
         choices=("auto", *INPUT_FORMATS),
@@ -322,13 +346,14 @@ def _add_predict_parser(commands) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted run into the same --output: documents already written are not redone",
+        help="continue an interrupted run into the same --output: documents already written are not redone; "
+        "refused if the input's documents done or the options that shape the output changed since",
     )
     parser.add_argument(
         "--skip-bad-lines",
         action="store_true",
-        help="leave out (with a warning naming the line) JSON Lines input lines without a text field, instead of "
-        "stopping there",
+        help="leave out (with a warning naming the line) JSON Lines input lines without a text field and documents "
+        "the model cannot take (a word that is blank or encodes to nothing), instead of stopping there",
     )
     parser.add_argument(
         "--html", type=Path, help="also write the documents with their entities as an HTML page (for small inputs)"
@@ -473,11 +498,14 @@ def evaluation_output(model: str, output: Path | None) -> Path:
 
 def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .data import load_sentences
-    from .evaluation import evaluate_sentences, write_results
+    from .evaluation import check_shared_types, evaluate_sentences, write_results
     from .metrics import format_table
 
     sentences = load_sentences(args.data)
     model = _load_model(args)
+    warning = check_shared_types(model.config.entity_types, sentences, args.data)
+    if warning:
+        logging.getLogger(__name__).warning(warning)
     scores = evaluate_sentences(model, sentences, batch_size=args.batch_size, num_beams=args.num_beams)
     path = evaluation_output(args.model, args.output)
     write_results(path, {"model": str(args.model), "data": str(args.data), **scores})
@@ -491,7 +519,7 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
     from .evaluation import cpu_process_group
     from .pipeline_lightner import LightNerPipeline
-    from .predict import PredictionRun, run_prediction
+    from .predict import STANDARD_STREAM, PredictionRun, is_stream, run_prediction
 
     if not 0 <= args.min_score <= 1:
         parser.error(f"--min-score must be between 0 and 1, got {args.min_score}")
@@ -511,17 +539,36 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         skip_bad_lines=args.skip_bad_lines,
         show_progress=state.is_main_process,
         html=args.html,
+        model=args.model,
+        quantize=args.quantize,
     )
-    counts = run_prediction(run, LightNerPipeline(model=model), state if state.num_processes > 1 else None)
+    try:
+        counts = run_prediction(run, LightNerPipeline(model=model), state if state.num_processes > 1 else None)
+    except KeyboardInterrupt:
+        raise Interrupted(_how_to_resume(args.output)) from None
     if state.is_main_process:
-        skipped = f" ({counts['skipped']} bad lines left out)" if counts["skipped"] else ""
+        skipped = f" ({counts['skipped']} bad documents left out)" if counts["skipped"] else ""
         by = f" by {state.num_processes} processes" if state.num_processes > 1 else ""
+        # Beside the predictions, the summary would be read as one of them.
+        report = sys.stderr if is_stream(args.output) else sys.stdout
+        where = "standard output" if str(args.output) == STANDARD_STREAM else args.output
         print(
-            f"{counts['entities']} entities in {counts['documents']} documents written to {args.output}{by}{skipped}"
+            f"{counts['entities']} entities in {counts['documents']} documents written to {where}{by}{skipped}",
+            file=report,
         )
         if args.html:
-            print(f"HTML page written to {args.html}")
+            print(f"HTML page written to {args.html}", file=report)
     return 0
+
+
+def _how_to_resume(output: Path) -> str:
+    """After Ctrl-C: how many documents are safely written, and the command that continues from there."""
+    from .predict import Progress, is_stream
+
+    if is_stream(output) or not Progress.path(output).is_file():
+        return f"nothing of {output} can be resumed; run the command again"
+    done = Progress.read(output).documents
+    return f"{done} documents are written to {output}; the same command with --resume continues from there"
 
 
 def _run_push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

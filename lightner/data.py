@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -265,8 +266,17 @@ def tags_from_spans(spans: Iterable[Span], length: int, *, scheme: str = "IOB2")
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def read_utf8(path: Path) -> str:
-    """The file as text, failing with the line of the first undecodable byte so that the file can be fixed."""
+# Where a line of plain text ends: at "\r\n", "\n" or a lone "\r", as Python's universal newlines (`open`'s default)
+# have it, so that a file with old Mac line ends is not one long line. (`str.splitlines` breaks at more characters.)
+LINE_BREAK = r"\r\n|\r|\n"
+
+
+def read_utf8(path: Path, keep_bom: bool = False) -> str:
+    """The file as text, failing with the line of the first undecodable byte so that the file can be fixed.
+
+    A leading byte-order mark is dropped, except with `keep_bom`: BRAT texts keep it, since BRAT counts it as the
+    text's first character, and every offset of their annotations after it.
+    """
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -275,7 +285,7 @@ def read_utf8(path: Path) -> str:
         raise DataFormatError(
             path, line, f"not valid UTF-8 (byte 0x{data[error.start]:02x}); convert the file to UTF-8"
         ) from None
-    return text.removeprefix("\ufeff")
+    return text if keep_bom else text.removeprefix("\ufeff")
 
 
 def _split_columns(line: str) -> list[str]:
@@ -408,6 +418,23 @@ def _sentence_from_json(record: Any) -> Sentence:
     return Sentence(tokens, [_span_from_json(entity) for entity in entities])
 
 
+def is_blank(line: str) -> bool:
+    """Whether a JSON Lines line is blank: every JSON Lines reader (training data, `lightner predict` input) skips
+    such lines, so that one file reads the same everywhere."""
+    return not line.strip()
+
+
+def parse_json_line(line: str) -> Any:
+    """The value of one JSON Lines line; bad JSON, or JSON nested deeper than the parser can follow (which it reports
+    as a `RecursionError`), raises `ValueError` saying what is wrong, for the caller to name the file and line."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"invalid JSON: {error.msg} (column {error.colno})") from None
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deeply for the parser; flatten the line's value") from None
+
+
 def read_jsonl(path: str | PathLike) -> list[Sentence]:
     """Sentences of a JSON Lines file, one `{"tokens": [...], "entities": [{"start", "end", "type"}]}` per line.
 
@@ -418,12 +445,10 @@ def read_jsonl(path: str | PathLike) -> list[Sentence]:
     path = Path(path)
     sentences = []
     for number, line in enumerate(read_utf8(path).split("\n"), start=1):
-        if not line.strip():
+        if is_blank(line):
             continue
         try:
-            sentence = _sentence_from_json(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise DataFormatError(path, number, f"invalid JSON: {error.msg} (column {error.colno})") from None
+            sentence = _sentence_from_json(parse_json_line(line))
         except (TypeError, ValueError) as error:
             raise DataFormatError(path, number, str(error)) from None
         sentence.line = number
@@ -442,18 +467,19 @@ def write_jsonl(sentences: Iterable[Sentence], path: str | PathLike) -> None:
 
 
 def read_text(path: str | PathLike) -> list[Sentence]:
-    """Unlabelled sentences of a plain-text file, one per line, split into words as the pipeline splits raw text
-    (`text_utils.split_words`: punctuation apart, as in CoNLL data), so that a model trained on CoNLL words sees
-    `Paris .` rather than `Paris.`. A blank line is an empty sentence, kept so that outputs line up with inputs."""
+    """Unlabelled sentences of a plain-text file, one per line (lines end as `LINE_BREAK` says), split into words as
+    the pipeline splits raw text (`text_utils.split_words`: punctuation apart, as in CoNLL data), so that a model
+    trained on CoNLL words sees `Paris .` rather than `Paris.`. A blank line is an empty sentence, kept so that
+    outputs line up with inputs."""
     from lightner.text_utils import split_words
 
     path = Path(path)
-    lines = read_utf8(path).split("\n")
+    lines = re.split(LINE_BREAK, read_utf8(path))
     if lines and lines[-1] == "":
         lines.pop()
     return [
         Sentence([text[start:end] for start, end in split_words(text)], line=number)
-        for number, text in enumerate((line.replace("\r", "") for line in lines), start=1)
+        for number, text in enumerate(lines, start=1)
     ]
 
 
@@ -813,6 +839,16 @@ def entity_types(sentences: Iterable[Sentence]) -> list[str]:
     return list(dict.fromkeys(span.type for sentence in sentences for span in sentence.entities))
 
 
+def type_counts(sentences: Iterable[Sentence]) -> Counter:
+    """How many entities of each type the sentences hold."""
+    return Counter(span.type for sentence in sentences for span in sentence.entities)
+
+
+def describe_counts(counts: Counter) -> str:
+    """Type counts as messages show them, most frequent first: `PER (12), LOC (3)`."""
+    return ", ".join(f"{name} ({count})" for name, count in counts.most_common()) or "none"
+
+
 def sample_k_shot(sentences: Sequence[Sentence], k: int, seed: int) -> list[Sentence]:
     """A support set with at least `k` mentions of every type (all of them for a type with fewer), by greedy sampling.
 
@@ -865,11 +901,16 @@ __all__ = [
     "read_sentences",
     "read_text",
     "read_utf8",
+    "is_blank",
+    "parse_json_line",
+    "LINE_BREAK",
     "read_words",
     "write_sentences",
     "Sentence",
     "Span",
     "entity_types",
+    "describe_counts",
+    "type_counts",
     "from_hf_dataset",
     "load_sentences",
     "read_conll",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from accelerate.utils import gather_object
 
 from lightner.modeling_lightner import LightNerModel
 
-from .data import Sentence
+from .data import Sentence, describe_counts, type_counts
 from .metrics import span_f1
 
 EVALUATION_RESULTS_NAME = "eval_results.json"
@@ -66,6 +67,23 @@ def evaluate_sentences(
     return span_f1([s.entities for s in sentences], predictions)
 
 
+def check_shared_types(adapter_types: Sequence[str], sentences: Sequence[Sentence], data: str) -> str | None:
+    """Compare the data's entity types with the adapter's, which are all it can predict. Data whose types it shares
+    none of would score 0 whatever it predicts, so it is refused, naming both; otherwise a warning (returned, or
+    None) names the data's types it lacks, whose entities all count as missed."""
+    counts = type_counts(sentences)
+    foreign = Counter({name: count for name, count in counts.items() if name not in adapter_types})
+    if counts and foreign == counts:
+        raise ValueError(
+            f"{data}: its entity types, {describe_counts(counts)}, share none with the adapter's "
+            f"({', '.join(adapter_types)}), so every score would be 0; evaluate it on data labelled with its types"
+        )
+    if foreign:
+        missed = describe_counts(foreign)
+        return f"{data}: the adapter does not predict these types, whose entities all count as missed: {missed}"
+    return None
+
+
 def write_results(path: str | os.PathLike, results: dict[str, Any]) -> None:
     """A results file, its folder created if needed."""
     path = Path(path)
@@ -73,4 +91,11 @@ def write_results(path: str | os.PathLike, results: dict[str, Any]) -> None:
     path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
 
 
-__all__ = ["EVALUATION_RESULTS_NAME", "cpu_process_group", "evaluate_sentences", "predict_entities", "write_results"]
+__all__ = [
+    "EVALUATION_RESULTS_NAME",
+    "check_shared_types",
+    "cpu_process_group",
+    "evaluate_sentences",
+    "predict_entities",
+    "write_results",
+]

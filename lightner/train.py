@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from lightner.configuration_lightner import backbone_shape_mismatches
-from lightner.hub_lightner import load_adapter_config, read_adapter_file
+from lightner.hub_lightner import ADAPTER_WEIGHTS_NAME, load_adapter_config, read_adapter_file
 from lightner.modeling_lightner import LightNerModel
 from lightner.tokenization_utils import EncodedSentence, collate, encode_sentences, encode_target
 
@@ -50,12 +50,23 @@ from .checkpointing import (
     RunState,
     check_output_dir,
     clear_output_dir,
+    latest_checkpoint,
     load_best_adapter,
     register_checkpoint_hooks,
     restore_checkpoint,
     save_checkpoint,
 )
-from .data import DataFormatError, Sentence, data_name, is_discontinuous, is_hub_dataset, load_sentences, split_source
+from .data import (
+    DataFormatError,
+    Sentence,
+    data_name,
+    describe_counts,
+    is_discontinuous,
+    is_hub_dataset,
+    load_sentences,
+    split_source,
+    type_counts,
+)
 from .evaluation import cpu_process_group, evaluate_sentences, write_results
 
 logger = get_logger(__name__)
@@ -82,11 +93,7 @@ class RunData:
 
 
 def _type_counts(splits: Mapping[str, Sequence[Sentence]]) -> dict[str, Counter]:
-    return {name: Counter(span.type for s in sentences for span in s.entities) for name, sentences in splits.items()}
-
-
-def _describe_counts(counts: Counter) -> str:
-    return ", ".join(f"{name} ({count})" for name, count in counts.most_common()) or "none"
+    return {name: type_counts(sentences) for name, sentences in splits.items()}
 
 
 def resolve_entity_types(requested: Sequence[str] | None, splits: Mapping[str, Sequence[Sentence]]) -> list[str]:
@@ -100,7 +107,7 @@ def resolve_entity_types(requested: Sequence[str] | None, splits: Mapping[str, S
         train_counts = _type_counts(splits)["train"]
         absent = [name for name in requested if train_counts[name] == 0]
         if absent:
-            occurring = _describe_counts(train_counts)
+            occurring = describe_counts(train_counts)
             raise ValueError(f"--types {' '.join(absent)}: not in the training data, whose types are {occurring}")
         return list(requested)
     types = list(dict.fromkeys(span.type for split in ("train", "dev") for s in splits[split] for span in s.entities))
@@ -116,7 +123,7 @@ def left_out_types(types: Sequence[str], splits: Mapping[str, Sequence[Sentence]
     left_out = {
         split: Counter({t: c for t, c in counter.items() if t not in types}) for split, counter in counts.items()
     }
-    described = "; ".join(f"{split}: {_describe_counts(counter)}" for split, counter in left_out.items() if counter)
+    described = "; ".join(f"{split}: {describe_counts(counter)}" for split, counter in left_out.items() if counter)
     return f"leaving out entities of types not in --types: {described}" if described else None
 
 
@@ -507,9 +514,35 @@ def _tracker_config(args: LightNerTrainingArguments) -> dict[str, Any]:
 
 
 def _fold_loss(run: _Run) -> None:
-    """Add the processes' mean of the device-side loss sum to the run state (one sync), then restart the sum."""
-    run.state.epoch_loss_sum += run.accelerator.reduce(run.loss_sum, reduction="mean").item()
+    """Add the processes' mean of the device-side loss sum to the run state (one sync), then restart the sum. A sum
+    that is not a finite number means a step's loss was not (NaN propagates), and stops the run."""
+    loss = run.accelerator.reduce(run.loss_sum, reduction="mean").item()
+    if not math.isfinite(loss):
+        _stop_non_finite(run, f"the training loss became {loss}")
+    run.state.epoch_loss_sum += loss
     run.loss_sum.zero_()
+
+
+def _check_parameters(run: _Run) -> None:
+    """Stop the run if a trainable parameter holds NaN or infinity (one sync for all), before anything is saved: an
+    adapter of NaNs predicts no entities, and a checkpoint of them would push a good one out."""
+    parameters = [p for p in run.model.parameters() if p.requires_grad]
+    if not torch.stack([torch.isfinite(p).all() for p in parameters]).all().item():
+        names = [n for n, p in run.model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+        _stop_non_finite(run, f"trainable parameters became NaN or infinite ({', '.join(names[:3])})")
+
+
+def _stop_non_finite(run: _Run, what: str) -> None:
+    """Raise the error that stops a run gone non-finite, saying what is kept and what to change."""
+    checkpoint = latest_checkpoint(run.output_dir)
+    kept = [f"the last good checkpoint, {checkpoint}"] if checkpoint else []
+    if (run.output_dir / ADAPTER_WEIGHTS_NAME).exists():
+        kept.append("the adapter saved before")
+    raise FloatingPointError(
+        f"training stopped at step {run.state.global_step} (epoch {run.state.epoch + 1}): {what}, so nothing more is "
+        f"saved (kept as they were: {' and '.join(kept) or 'nothing, none was saved yet'}). Lower --lr, or check "
+        "--weight-decay and --max-grad-norm, and train again with --overwrite"
+    )
 
 
 def _mean_loss(state: RunState) -> float:
@@ -556,6 +589,7 @@ def _end_step(run: _Run, speed: float, progress: tqdm) -> None:
         progress.set_postfix(loss=f"{values['train/loss']:.4f}", sent_per_s=f"{speed:.1f}")
     if state.global_step % args.checkpoint_steps == 0:
         _fold_loss(run)
+        _check_parameters(run)
         save_checkpoint(run.accelerator, state)
     if state.global_step == args.stop_after_steps:
         run.accelerator.print(f"stopping abruptly after step {state.global_step} (--stop-after-steps)")
@@ -567,6 +601,7 @@ def _end_epoch(run: _Run, epoch: int, dev_sentences: Sequence[Sentence]) -> None
     accelerator, state, args = run.accelerator, run.state, run.args
     model = accelerator.unwrap_model(run.model)
     _fold_loss(run)
+    _check_parameters(run)
     entry = {"epoch": epoch + 1, "train_loss": _mean_loss(state), "dev_f1": None}
     improved = not dev_sentences
     if dev_sentences:

@@ -139,6 +139,11 @@ def test_predictions_are_written_as_brat_and_as_json_lines(tmp_path):
         ("T1\tADR 6 22;17 27\tmuscle and joint joint pain\n", 1, "entity T1 .*: .*overlap each other"),
         ("T1\tADR 12 6\tx\n", 1, r"entity T1 \(ADR\): offsets '12 6' are not 'START END' with START < END"),
         ("T1\tADR 6 x\tx\n", 1, r"entity T1 \(ADR\): offsets '6 x' are not 'START END'"),
+        (
+            "T1\tADR 6 1\u00b2\tx\n",
+            1,
+            r"entity T1 \(ADR\): offsets '6 1\u00b2' are not 'START END'",
+        ),  # a superscript 2
         ("T1\tADR\tx\n", 1, r"entity T1: expected 'ID<TAB>TYPE START END\[;START END...\]'"),
         ("T1\tADR 6 12\tmuscle\nX1\twhat\n", 2, "not a BRAT annotation line: 'X1\\\\twhat'"),
     ],
@@ -147,6 +152,25 @@ def test_every_error_names_the_ann_file_its_line_and_the_entity(tmp_path, ann, l
     path = write_document(tmp_path, ann=ann)
     with pytest.raises(DataFormatError, match=rf"doc\.ann:{line}: {problem}"):
         read_brat(path)
+
+
+def one_character_on(line: str) -> str:
+    """A `T` line with every offset one character further on (other lines as they are)."""
+    if not line.startswith("T"):
+        return line
+    identifier, annotation, quote = line.split("\t")
+    entity_type, offsets = annotation.split(" ", 1)
+    moved = ";".join(" ".join(str(int(n) + 1) for n in fragment.split()) for fragment in offsets.split(";"))
+    return f"{identifier}\t{entity_type} {moved}\t{quote}"
+
+
+def test_a_byte_order_mark_counts_in_the_offsets_as_brat_counts_it(tmp_path):
+    """BRAT reads a text's byte-order mark as its first character, so the offsets of a text saved with one count it:
+    the same annotations, one character further on, give the same sentences."""
+    with_bom = write_document(
+        tmp_path / "bom", text="\ufeff" + TEXT, ann="\n".join(map(one_character_on, ANN.split("\n")))
+    )
+    assert read_brat(with_bom) == read_brat(write_document(tmp_path / "plain"))
 
 
 def test_skip_misaligned_leaves_out_and_counts_what_does_not_fit_the_words(tmp_path, caplog):

@@ -298,6 +298,8 @@ def test_batch_sizes_and_beams_are_checked_by_the_parser(trained, workspace, tmp
         ("--num-beams", "0", "num_beams"),
         ("--max-length-a", "-1", "max_length_a"),
         ("--prompt-hidden-size", "0", "prompt_hidden_size"),
+        ("--weight-decay", "inf", "weight_decay"),
+        ("--max-grad-norm", "nan", "max_grad_norm"),
     ],
 )
 def test_train_refuses_bad_values_naming_the_field(workspace, tmp_path, capsys, option, value, field):
@@ -327,6 +329,46 @@ def test_an_output_folder_holding_an_adapter_or_a_readme_is_refused_unless_overw
     # The earlier run's files were cleared, not appended to: the same settings give the same run again.
     assert (earlier / "model.safetensors").read_bytes() == (trained / "model.safetensors").read_bytes()
     assert [r["epoch/epoch"] for r in epoch_records(earlier)] == [1, 2]
+
+
+def test_an_output_that_is_a_file_is_refused_in_one_line(workspace, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert main(train_argv(workspace, notes)) == 1
+    assert error_line(capsys.readouterr().err) == (
+        f"lightner train: error: --output {notes} is a file, and a run writes a folder; choose another --output"
+    )
+    assert notes.read_text() == "mine"
+
+
+def test_ctrl_c_during_training_says_how_to_go_on(tmp_path, monkeypatch, capsys):
+    def interrupted(arguments):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lightner.train.train", interrupted)
+    try:
+        assert main(["train", "--train", str(tmp_path / "train.txt"), "--output", str(tmp_path / "run")]) == 130
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C reached the top as KeyboardInterrupt (a traceback at the command line)")
+    assert error_line(capsys.readouterr().err) == (
+        "lightner train: interrupted; the same command with --resume continues from the last checkpoint"
+    )
+
+
+def test_evaluate_says_why_data_of_other_types_cannot_score(trained, tmp_path, capsys, caplog):
+    foreign = tmp_path / "adr.txt"
+    foreign.write_text("muscle\tB-ADR\npain\tI-ADR\nafter\tO\nLipitor\tB-DRUG\n")
+    assert main(["evaluate", "--model", str(trained), "--data", str(foreign), "--output", str(tmp_path)]) == 1
+    assert error_line(capsys.readouterr().err) == (
+        f"lightner evaluate: error: {foreign}: its entity types, ADR (1), DRUG (1), share none with the adapter's "
+        "(ORG, MISC, PER, LOC), so every score would be 0; evaluate it on data labelled with its types"
+    )
+    assert not (tmp_path / "eval_results.json").exists()
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("EU\tB-ORG\nrejects\tO\nLipitor\tB-DRUG\n")
+    with caplog.at_level(logging.WARNING, logger="lightner"):
+        assert main(["evaluate", "--model", str(trained), "--data", str(mixed), "--output", str(tmp_path)]) == 0
+    assert "the adapter does not predict these types, whose entities all count as missed: DRUG (1)" in caplog.text
 
 
 def test_a_backbone_folder_that_holds_no_bart_is_refused(workspace, tmp_path, capsys):

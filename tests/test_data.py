@@ -350,6 +350,7 @@ BAD_JSONL = {
     "end out of range": ('{"tokens": ["a"], "entities": [{"start": 0, "end": 2, "type": "X"}]}', "end <= 1"),
     "start == end": ('{"tokens": ["a"], "entities": [{"start": 1, "end": 1, "type": "X"}]}', "start < end"),
     "negative start": ('{"tokens": ["a"], "entities": [{"start": -1, "end": 1, "type": "X"}]}', "0 <= start"),
+    "nested too deeply": ('{"tokens": ["a"], "entities": [], "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "deeply"),
 }
 
 
@@ -411,6 +412,13 @@ def test_words_to_tag_fall_back_to_plain_text_and_keep_line_numbers(tmp_path):
     bad.write_bytes(b"fine\nnot \xff utf-8\n")
     with pytest.raises(DataFormatError, match=r"bad\.txt:2: not valid UTF-8"):
         read_words(bad)
+
+
+def test_plain_text_lines_end_where_pythons_universal_newlines_end_them(tmp_path):
+    """A lone carriage return (old Mac line ends) ends a line, as in `open()`; it is not dropped from the words."""
+    text = write_bytes(tmp_path, "mac.txt", "EU rejects\rGerman call\r\nPeter\n")
+    assert read_words(text) == [["EU", "rejects"], ["German", "call"], ["Peter"]]
+    assert [s.line for s in read_text(text)] == [1, 2, 3]
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -154,7 +155,8 @@ def test_interrupted_run_resumed_writes_each_document_once(tmp_path, ner, monkey
     with pytest.raises(KeyboardInterrupt):
         predict(tmp_path, ner, source, batch_size=1, output=output)
     first_chunk = b"".join(complete.splitlines(keepends=True)[:4])
-    assert len(records(output)) == 6 and Progress.read(output) == Progress(4, len(first_chunk))
+    progress = Progress.read(output)
+    assert len(records(output)) == 6 and (progress.documents, progress.output_bytes) == (4, len(first_chunk))
     monkeypatch.setitem(OUTPUT_FORMATS, "jsonl", OUTPUT_FORMATS["jsonl"].__class__("jsonl", "", real_write))
     predict(tmp_path, ner, source, batch_size=1, output=output, resume=True)
     assert output.read_bytes() == complete
@@ -388,3 +390,232 @@ def test_word_input_keeps_fragments_and_conll_says_what_it_leaves_out(tmp_path, 
     assert [tuple(span) for span in read_conll(tagged)[0].entities] == [(8, 10, "ADR")]
     assert any("line 1: 1 overlapping or discontinuous entities cannot be written as CoNLL" in r.getMessage()
                for r in caplog.records)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Nothing already written is lost: outputs that are inputs, resumes that do not match, two runs on one output
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_an_output_that_is_an_input_or_another_output_is_refused_before_anything_is_written(tmp_path):
+    pipeline = FixedPipeline(lambda text: [])
+    text = corpus(tmp_path, LINES)
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": line}) + "\n" for line in LINES))
+    os.link(text, tmp_path / "hard-link.txt")
+    (tmp_path / "soft-link.jsonl").symlink_to(jsonl)
+    refused = [
+        (
+            text,
+            {"output": text},
+            r"--output \(.*corpus.txt\) is the input file .*corpus.txt: writing it would destroy",
+        ),
+        (jsonl, {"output": jsonl}, r"--output \(.*in.jsonl\) is the input file"),
+        (text, {"output": tmp_path / "hard-link.txt"}, r"--output \(.*hard-link.txt\) is the input file .*corpus.txt"),
+        (jsonl, {"output": tmp_path / "soft-link.jsonl"}, r"--output \(.*soft-link.jsonl\) is the input file"),
+        (text, {"html": text}, r"--html \(.*corpus.txt\) is the input file .*; choose another --html"),
+        (text, {"output": tmp_path / "o.jsonl", "html": tmp_path / "o.jsonl"}, r"--output and --html are one file"),
+        (text, {"html": tmp_path / "out.progress"}, r"the progress file of --output and --html are one file"),
+        (text, {"html": tmp_path}, r"--html .* is a folder"),
+        (text, {"output": tmp_path}, r"is a folder; --output-format jsonl writes a file"),
+    ]
+    before = {path: path.read_bytes() for path in (text, jsonl)}
+    for source, options, message in refused:
+        with pytest.raises(ValueError, match=message):
+            predict(tmp_path, pipeline, source, **options)
+        assert {path: path.read_bytes() for path in before} == before
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "out").exists()
+    # A folder output may be the BRAT input's own folder (its texts are kept): not an output over an input.
+    folder = tmp_path / "brat"
+    folder.mkdir()
+    (folder / "a.txt").write_text(ADR_TEXT, encoding="utf-8")
+    predict(tmp_path, pipeline, folder, output_format="brat", output=folder)
+    assert (folder / "a.txt").read_text(encoding="utf-8") == ADR_TEXT and (folder / "a.ann").is_file()
+
+
+def interrupt_after(monkeypatch, output_format: str, documents: int) -> None:
+    """Make `output_format`'s writer raise KeyboardInterrupt once `documents` documents are written, as Ctrl-C
+    would; `monkeypatch.undo()` ends it."""
+    real, written = OUTPUT_FORMATS[output_format], []
+
+    def dying_write(document, entities):
+        if len(written) == documents:
+            raise KeyboardInterrupt
+        written.append(document.line)
+        return real.write(document, entities)
+
+    monkeypatch.setitem(OUTPUT_FORMATS, output_format, dataclasses.replace(real, write=dying_write))
+
+
+def test_resume_refuses_a_changed_input_or_other_options_naming_what_changed(tmp_path, monkeypatch, caplog):
+    lines = [f"{ADR_TEXT} ({i})" for i in range(12)]
+    source = corpus(tmp_path, lines)
+    pipeline = FixedPipeline(lambda text: ADR_ENTITIES)
+    output = tmp_path / "out.jsonl"
+    interrupt_after(monkeypatch, "jsonl", 6)
+    with pytest.raises(KeyboardInterrupt):
+        predict(tmp_path, pipeline, source, batch_size=1, output=output)
+    monkeypatch.undo()
+    assert Progress.read(output).documents == 4
+    written, progress = output.read_bytes(), Progress.path(output).read_bytes()
+
+    def refused(message: str, **options) -> None:
+        with pytest.raises(ValueError, match=message):
+            predict(
+                tmp_path, pipeline, options.pop("source", source), batch_size=1, output=output, resume=True, **options
+            )
+        assert output.read_bytes() == written and Progress.path(output).read_bytes() == progress
+
+    refused(r"--resume: options differ .*: --output-format \(then 'jsonl', now 'conll'\)", output_format="conll")
+    refused(r"--min-score \(then 0.0, now 0.5\)", min_score=0.5)
+    refused(r"--format \(then 'text', now 'jsonl'\)", input_format="jsonl")
+    source.write_text("".join(line + "\n" for line in lines[:2] + ["another line"] + lines[3:]), encoding="utf-8")
+    refused(
+        r"the first 4 documents of .*corpus.txt are not those the interrupted run tagged \(size \d+ bytes -> \d+ b"
+    )
+    source.write_text("".join(line + "\n" for line in lines[:3]), encoding="utf-8")
+    refused(r"corpus.txt now holds 3 documents, fewer than the 4 the interrupted run had done")
+
+    # Lines added after those done: the run goes on with the input as it is now, and says so.
+    longer = lines + ["Angela Merkel"]
+    source.write_text("".join(line + "\n" for line in longer), encoding="utf-8")
+    predict(tmp_path, pipeline, source, batch_size=1, output=output, resume=True)
+    assert [r["text"] for r in records(output)] == longer
+    assert "but its first 4 documents, which it had done, are the same" in caplog.text
+
+
+@pytest.mark.parametrize("output_format", ["jsonl", "brat"])
+def test_a_second_run_into_an_output_being_written_is_refused_by_name(tmp_path, output_format):
+    """The second run starts while the first is tagging its first chunk: it is refused, and the first run's output
+    is what it would have been alone."""
+    source = corpus(tmp_path, [f"{ADR_TEXT} ({i})" for i in range(6)])
+    output = tmp_path / "out"
+    alone = predict(tmp_path, FixedPipeline(lambda text: ADR_ENTITIES), source, output_format=output_format,
+                    output=tmp_path / "alone")  # fmt: skip
+    refusals = []
+
+    class RacingPipeline(FixedPipeline):
+        def __call__(self, inputs, **kwargs):
+            if not self.calls:
+                with pytest.raises(ValueError) as refused:
+                    predict(
+                        tmp_path, FixedPipeline(lambda text: []), source, output_format=output_format, output=output
+                    )
+                refusals.append(str(refused.value))
+            return super().__call__(inputs, **kwargs)
+
+    predict(tmp_path, RacingPipeline(lambda text: ADR_ENTITIES), source, output_format=output_format, output=output)
+    assert refusals == [
+        f"{output} is being written by another lightner predict run, which holds its lock; let that run finish, or "
+        "choose another --output"
+    ]
+    if output_format == "jsonl":
+        assert output.read_bytes() == alone.read_bytes()
+    else:
+        assert {p.name: p.read_bytes() for p in output.iterdir()} == {p.name: p.read_bytes() for p in alone.iterdir()}
+
+
+def test_ctrl_c_is_one_line_saying_how_to_resume(adapter, tmp_path, monkeypatch, capsys):
+    lines = [f"Angela Merkel visited Paris ({i})." for i in range(12)]
+    source, output = corpus(tmp_path, lines), tmp_path / "out.jsonl"
+    argv = ["predict", "--model", str(adapter), "--input", str(source), "--output", str(output), "--batch-size", "1"]
+    interrupt_after(monkeypatch, "jsonl", 6)
+    try:
+        assert main(argv) == 130
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C reached the top as KeyboardInterrupt (a traceback at the command line)")
+    monkeypatch.undo()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"lightner predict: interrupted; 4 documents are written to {output}; the same command with --resume "
+        "continues from there"
+    )
+    assert main([*argv, "--resume"]) == 0
+    assert [r["text"] for r in records(output)] == lines
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Inputs: line ends, blank lines, nesting, streams, folders, documents the model refuses
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_lone_carriage_returns_end_lines_as_pythons_universal_newlines_do(tmp_path):
+    pipeline = FixedPipeline(lambda text: [])
+    text = tmp_path / "mac.txt"
+    text.write_bytes(b"Angela Merkel\rvisited Paris\r\r\nnothing to see here\nlast")
+    assert [(r["text"]) for r in records(predict(tmp_path, pipeline, text))] == [
+        "Angela Merkel", "visited Paris", "", "nothing to see here", "last",
+    ]  # fmt: skip
+    jsonl = tmp_path / "mac.jsonl"
+    jsonl.write_bytes(b'{"text": "a"}\r{"text": "b"}\r')
+    assert [r["text"] for r in records(predict(tmp_path, pipeline, jsonl))] == ["a", "b"]
+    # A "\r\n" that falls between two blocks of the file is one line end, not two.
+    from lightner.predict import _ANY_LINE_BREAK, _split_lines
+
+    assert list(_split_lines([b"a\r", b"\nb\r", b"c\r\n", b"d\r"], _ANY_LINE_BREAK)) == [b"a", b"b", b"c", b"d"]
+
+
+def test_blank_json_lines_lines_are_skipped_as_in_training_data(tmp_path):
+    source = tmp_path / "blank.jsonl"
+    source.write_text('{"text": "Angela Merkel"}\n\n  \n{"text": "Paris"}\n\n', encoding="utf-8")
+    written = records(predict(tmp_path, FixedPipeline(lambda text: []), source))
+    assert [r["text"] for r in written] == ["Angela Merkel", "Paris"]
+
+
+def test_deeply_nested_json_is_named_by_file_and_line(tmp_path):
+    source = tmp_path / "deep.jsonl"
+    source.write_text('{"text": "a"}\n{"text": "b", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    with pytest.raises(DataFormatError, match=r"deep.jsonl:2: invalid JSON: nested too deeply for the parser"):
+        predict(tmp_path, FixedPipeline(lambda text: []), source)
+
+
+def test_documents_the_model_refuses_are_named_by_file_and_line(tmp_path, ner, caplog):
+    source = tmp_path / "words.jsonl"
+    documents = [{"tokens": ["Angela", "Merkel"]}, {"tokens": ["Paris", " ", "France"]}, {"tokens": ["Berlin"]}]
+    source.write_text("".join(json.dumps(d) + "\n" for d in documents), encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"words.jsonl:2: word 1 of the document is empty or whitespace \(' '\)"):
+        predict(tmp_path, ner, source)
+    source.write_text("".join(json.dumps(d) + "\n" for d in [*documents, {"text": "Paris \ud800"}]), encoding="utf-8")
+    counts = run_prediction(
+        PredictionRun(str(source), tmp_path / "out", skip_bad_lines=True, show_progress=False), ner
+    )
+    assert counts["documents"] == 2 and counts["skipped"] == 2
+    assert [r.get("tokens") for r in records(tmp_path / "out")] == [["Angela", "Merkel"], ["Berlin"]]
+    assert "words.jsonl:2: word 1 of the document is empty or whitespace (' '); document left out" in caplog.text
+    assert "words.jsonl:4: the document has an unpaired surrogate" in caplog.text
+
+
+def test_a_folder_without_texts_and_dev_null_say_what_they_are(tmp_path):
+    pipeline = FixedPipeline(lambda text: [])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"empty is a folder without .txt documents .*, nor a datasets folder"):
+        predict(tmp_path, pipeline, tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match=r"empty is a folder without .txt documents"):
+        predict(tmp_path, pipeline, tmp_path / "empty", input_format="brat", output_format="brat")
+    assert predict(tmp_path, pipeline, Path(os.devnull)).read_text() == ""  # a device: read as an empty stream
+
+
+def test_standard_input_and_output_and_pipes_can_be_read_and_written(tmp_path, adapter):
+    text = "".join(line + "\n" for line in LINES)
+    argv = ["lightner", "predict", "--model", str(adapter)]
+    expected = tmp_path / "file.jsonl"
+    assert main([*argv[1:], "--input", str(corpus(tmp_path, LINES)), "--output", str(expected)]) == 0
+    for streams in (["--input", "-", "--output", "-"], ["--input", "/dev/stdin", "--output", "/dev/stdout"]):
+        process = run_cli([*argv, *streams], stdin=subprocess.PIPE)
+        stdout, stderr = process.communicate(text.encode(), timeout=300)
+        assert process.returncode == 0, stderr.decode()[-2000:]
+        assert stdout == expected.read_bytes()
+        assert "documents written to" in stderr.decode()  # the summary is not among the predictions
+    assert main([*argv[1:], "--input", str(expected), "--output", "-", "--resume"]) == 1
+
+
+def test_a_brat_text_with_a_byte_order_mark_gets_offsets_that_count_it(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text("\ufeff" + ADR_TEXT, encoding="utf-8")
+    pipeline = FixedPipeline(lambda text: [adr_entity(text, ["muscle", "pain"])])
+    predict(tmp_path, pipeline, folder, output_format="brat", output=folder)
+    from lightner.brat import parse_ann
+
+    (bound,) = parse_ann(folder / "a.ann", (folder / "a.ann").read_text(encoding="utf-8"))
+    as_brat_reads_it = (folder / "a.txt").read_text(encoding="utf-8")  # "utf-8" keeps the mark, as BRAT does
+    assert [as_brat_reads_it[start:end] for start, end in bound.fragments] == ["muscle", "pain"]

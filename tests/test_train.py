@@ -144,6 +144,16 @@ def test_a_multi_process_launch_that_started_one_process_says_how_to_start_sever
         ({"max_length_a": -1.0}, "max_length_a"),
         ({"prompt_hidden_size": 0}, "prompt_hidden_size"),
         ({"dropout": 1.0}, "dropout"),
+        # Infinity and NaN pass every range check, then train an adapter of NaNs.
+        ({"weight_decay": float("inf")}, "weight_decay"),
+        ({"weight_decay": float("nan")}, "weight_decay"),
+        ({"max_grad_norm": float("nan")}, "max_grad_norm"),
+        ({"learning_rate": float("inf")}, "learning_rate"),
+        ({"max_length_a": float("nan")}, "max_length_a"),
+        ({"warmup_ratio": "0.1"}, "warmup_ratio"),  # a replayed --config file can hold any JSON value
+        ({"epochs": 2.5}, "epochs"),
+        ({"seed": -1}, "seed"),
+        ({"stop_after_steps": 0}, "stop_after_steps"),
     ],
 )
 def test_training_arguments_are_checked_naming_the_field(values, field):
@@ -409,3 +419,46 @@ def test_a_run_killed_mid_accumulation_resumes_to_the_uninterrupted_adapter(tiny
     train(replace(interrupted, resume=True))
     whole, resumed = (tmp_path / name / "model.safetensors" for name in ("whole", "interrupted"))
     assert resumed.read_bytes() == whole.read_bytes()
+
+
+@pytest.mark.parametrize("poisoned_step", [3, 6])
+def test_a_run_gone_non_finite_stops_before_saving_and_keeps_what_was_good(
+    tiny_run, tmp_path, monkeypatch, poisoned_step
+):
+    """A parameter turned NaN after step 3 (first epoch) poisons the loss of step 4, which ends the epoch; one turned
+    NaN after step 6 (second epoch) is found before the checkpoint of step 6. Either way nothing is saved after it:
+    the checkpoint before, and the first epoch's adapter, stay as they were."""
+    original_step, steps = lightner.train.training_step, []
+
+    def poisoning_step(accelerator, model, *args, **kwargs):
+        loss = original_step(accelerator, model, *args, **kwargs)
+        steps.append(1)
+        if len(steps) == poisoned_step:
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
+        return loss
+
+    monkeypatch.setattr(lightner.train, "training_step", poisoning_step)
+    args = LightNerTrainingArguments(**tiny_run, output_dir=str(tmp_path), epochs=2, batch_size=8, checkpoint_steps=2)
+    detected = {
+        3: r"step 4 \(epoch 1\): the training loss became nan",
+        6: r"step 6 \(epoch 2\): trainable parameters became NaN or infinite \(.*\)",
+    }
+    with pytest.raises(FloatingPointError, match=detected[poisoned_step] + ", so nothing more is saved"):
+        train(args)
+    checkpoint = latest_checkpoint(tmp_path)
+    assert json.loads((checkpoint / RUN_STATE_NAME).read_text())["global_step"] == (2 if poisoned_step == 3 else 4)
+    assert all(torch.isfinite(tensor).all() for tensor in load_file(checkpoint / "model.safetensors").values())
+    adapter = tmp_path / "model.safetensors"
+    assert adapter.exists() == (poisoned_step == 6)
+    if adapter.exists():
+        assert all(torch.isfinite(tensor).all() for tensor in load_file(adapter).values())
+
+
+def test_an_output_that_is_a_file_is_refused_by_name(tmp_path):
+    from lightner.checkpointing import check_output_dir
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"--output .*notes.txt is a file, and a run writes a folder; choose another"):
+        check_output_dir(tmp_path / "notes.txt", {}, resume=False, overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
