@@ -59,14 +59,15 @@ def test_quickstart_protocol_is_one_restaurant_run_from_the_backbone(tmp_path):
     (run,) = protocol_runs("quickstart", data, {"output_dir": str(tmp_path / "quick")})
     assert Path(run.train_file) == data / "mit-restaurant" / "10-shot-train.txt" and run.dev_file is None
     assert Path(run.test_file) == data / "mit-restaurant" / "test.txt" and run.init_prompts_from is None
-    assert (run.batch_size, run.epochs, run.max_length_a) == (3, 30, 0.8)
-    # Offline by default: the bundled bart-mini at its learning rate; a named backbone gets the paper's 5e-5.
+    assert (run.batch_size, run.max_length_a) == (3, 0.8)
+    # Offline by default: the bundled bart-mini at its own settings; a named backbone gets the paper's.
     assert Path(run.backbone) == BART_MINI.resolve() and (BART_MINI / "model.safetensors").is_file()
-    assert run.learning_rate == 1e-3
+    assert (run.learning_rate, run.epochs, run.dropout) == (3e-3, 60, 0.0)
     (large,) = protocol_runs(
         "quickstart", data, {"output_dir": str(tmp_path / "q"), "backbone": "facebook/bart-large"}
     )
-    assert (large.backbone, large.learning_rate) == ("facebook/bart-large", 5e-5)
+    assert (large.learning_rate, large.epochs, large.dropout) == (5e-5, 30, 0.3)
+    assert large.backbone == "facebook/bart-large"
 
 
 def test_crossdomain_protocol_trains_a_source_adapter_first(tmp_path):
