@@ -15,7 +15,7 @@ import torch
 from transformers import AutoTokenizer, BartConfig, BartModel
 
 from conftest import REPO_ROOT, shared_path
-from lightner.data import load_sentences, read_conll, write_jsonl
+from lightner.data import read_conll, write_jsonl
 from lightner.evaluation import evaluate_sentences
 from lightner.hub_lightner import load_backbone
 from lightner.modeling_lightner import LightNerModel
@@ -44,7 +44,7 @@ HELD_OUT_TEXT = [
 # CUT_GRADIENTS_F1. The floor sits between, so a learning regression fails here.
 TRAIN_SENTENCES, TEST_SENTENCES = 400, 300
 EPOCHS, BATCH_SIZE, LEARNING_RATE, DROPOUT, SEED = 20, 8, 3e-3, 0.0, 0
-MEASURED_F1, RANDOM_BACKBONE_F1, CUT_GRADIENTS_F1 = 0.207, 0.106, None
+MEASURED_F1, RANDOM_BACKBONE_F1, CUT_GRADIENTS_F1 = 0.207, 0.106, 0.004
 F1_FLOOR = 0.16
 # A low-precision mode ships only when its F1 is this close to float32's (absolute, on the test sentences).
 PRECISION_F1_TOLERANCE = 0.005
@@ -124,12 +124,24 @@ def test_an_adapter_on_the_pretrained_backbone_learns_the_domain(news_adapter):
     )
 
 
+@pytest.fixture(scope="module")
+def full_test_scoring(news_adapter):
+    """Scores the adapter on the whole CoNLL-2003 test set (3,453 sentences, 5,648 entities: fine enough to see a
+    change of 0.05 F1 points) as loaded with `from_pretrained(**loading)`."""
+    folder, _ = news_adapter
+    sentences = read_conll(shared_path("data", "lightner", "conll2003", "test.txt"))
+
+    def f1(**loading) -> float:
+        model = LightNerModel.from_pretrained(folder / "adapter", **loading)
+        return evaluate_sentences(model, sentences, batch_size=64)["f1"]
+
+    return f1, f1()
+
+
 @pytest.mark.parametrize("loading", [{"dtype": torch.bfloat16}, {"quantize": "int8"}], ids=["bf16", "int8"])
-def test_low_precision_keeps_the_trained_f1(news_adapter, loading):
-    """The F1 gate of a low-precision mode: the same adapter scores within PRECISION_F1_TOLERANCE of float32."""
-    folder, results = news_adapter
-    sentences = load_sentences(folder / "test.jsonl")
-    low = evaluate_sentences(LightNerModel.from_pretrained(folder / "adapter", **loading), sentences)["f1"]
-    assert abs(low - results["f1"]) <= PRECISION_F1_TOLERANCE, (
-        f"{loading}: F1 {low:.4f} vs float32 {results['f1']:.4f}"
-    )
+def test_low_precision_keeps_the_trained_f1(full_test_scoring, loading):
+    """The F1 gate of a low-precision mode: the same adapter scores within PRECISION_F1_TOLERANCE of float32 (measured
+    on this recipe: float32 0.1781, bf16 0.1777, int8 0.1771)."""
+    f1, float32 = full_test_scoring
+    low = f1(**loading)
+    assert abs(low - float32) <= PRECISION_F1_TOLERANCE, f"{loading}: F1 {low:.4f}, float32 {float32:.4f}"
