@@ -46,6 +46,7 @@ def answered_page(model: str, text: str) -> str:
             return answer.read().decode("utf-8")
     finally:
         server.shutdown()
+        server.server_close()
 
 
 def main() -> None:
