@@ -148,14 +148,15 @@ class Benchmark:
         return result
 
     def lightner(self, run: Run, train_file: Path, test_file: Path, setting: Setting, **overrides) -> dict:
-        """`lightner train` on the run's data, as a user runs it (`lightner.train.train`)."""
+        """`lightner train` on the run's data, as a user runs it (`lightner.train.train`); `overrides` are further
+        training arguments (another `backbone`, `full_finetune`, ...)."""
+        overrides = {"backbone": str(self.backbone), **overrides}
 
         def train(folder: Path) -> dict:
             from lightner.train import LightNerTrainingArguments
             from lightner.train import train as train_adapter
 
             args = LightNerTrainingArguments(
-                backbone=str(self.backbone),
                 train_file=str(train_file),
                 test_file=str(test_file),
                 output_dir=str(folder),
@@ -209,12 +210,7 @@ def run_system(bench: Benchmark, run: Run, train_file: Path, test_file: Path, se
     if run.system == "lightner":
         return bench.lightner(run, train_file, test_file, setting)
     if run.system == "lightner-random-backbone":
-        bench.ensure_random_backbone()
-        saved, bench.backbone = bench.backbone, bench.random_backbone
-        try:
-            return bench.lightner(run, train_file, test_file, setting)
-        finally:
-            bench.backbone = saved
+        return bench.lightner(run, train_file, test_file, setting, backbone=str(bench.ensure_random_backbone()))
     if run.system == "bartner":
         return bench.lightner(
             run, train_file, test_file, replace(setting, learning_rate=FINETUNE_LEARNING_RATE), full_finetune=True
