@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -86,6 +87,22 @@ class Run:
         return f"{self.system}/{self.target}/{self.shots}-shot/{self.init}/seed{self.seed}"
 
 
+# A run being trained holds this file in its folder, with the training process's id: a second invocation on the same
+# work directory (another stage, run side by side) waits for that run instead of training it again over it.
+RUNNING_NAME = "running.pid"
+
+
+def wait_for_other_process(lock: Path, done: Path) -> None:
+    """Wait while another live process trains this run; a lock left by a dead process is ignored."""
+    while lock.exists() and not done.exists():
+        try:
+            os.kill(int(lock.read_text()), 0)
+        except (ProcessLookupError, ValueError):
+            return
+        log(f"waiting for process {lock.read_text()}, which is training {lock.parent.name}")
+        time.sleep(30)
+
+
 class Benchmark:
     """Runs, caches and reports the runs; every run writes `result.json` in its own folder under `work_dir`."""
 
@@ -139,13 +156,17 @@ class Benchmark:
         """The run's cached result, or train it now (in `work_dir/<run.key>`) and cache the result."""
         folder = self.work_dir / "runs" / run.key
         done = folder / "result.json"
+        wait_for_other_process(folder / RUNNING_NAME, done)
         if done.exists():
             return json.loads(done.read_text())
         log(f"running {run.key}")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RUNNING_NAME).write_text(str(os.getpid()))
         started = time.perf_counter()
         scores = train(folder)
         result = {**asdict(run), **scores, "seconds": round(time.perf_counter() - started, 1)}
         done.write_text(json.dumps(result, indent=1) + "\n")
+        (folder / RUNNING_NAME).unlink()
         log(f"{run.key}: F1 {result['f1']:.4f} in {result['seconds']:.0f} s")
         return result
 
@@ -327,7 +348,7 @@ def precision_gate(bench: Benchmark, shots: int) -> dict:
 
 
 def adr_drug(bench: Benchmark) -> dict:
-    """The 8 hand-written ADR/BODY/DRUG sentences (`tests/fixtures/adr_drug.jsonl`; nested and discontinuous
+    """The 6 hand-written ADR/BODY/DRUG sentences (`tests/fixtures/adr_drug.jsonl`; nested and discontinuous
     mentions) trained and scored on themselves for 300 epochs, on bart-mini and on a random backbone, at the setting
     where a random tiny backbone never predicted DRUG (lr 1e-2, dropout 0.3) and at bart-mini's (lr 3e-3, dropout 0).
     Per-type F1 and how many DRUG mentions each predicted (4 in the data)."""
