@@ -21,6 +21,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -134,4 +135,70 @@ def top_k(scores: Sequence[float], k: int) -> list[int]:
     return [i for i in ranked if scores[i] != NOTHING_TO_LABEL and not math.isnan(scores[i])][:k]
 
 
-__all__ = ["STRATEGIES", "Uncertainty", "random_scores", "strategy_scores", "top_k", "uncertainties"]
+def select_documents(
+    model,
+    source: str,
+    output: Path,
+    k: int,
+    strategy: str = "margin",
+    input_format: str = "auto",
+    batch_size: int = 32,
+    seed: int = 0,
+) -> int:
+    """`lightner select`: the `k` documents of `source` to label next under `strategy`, written to `output` by its
+    suffix (`.json`: Label Studio tasks with the model's pre-annotations, or none with `random` and no model;
+    `.jsonl`: the documents' JSON Lines with their `uncertainty`; else plain text). Returns how many were written."""
+    from .predict import read_documents
+    from .text_utils import split_words
+
+    documents = [document for document in read_documents(source, input_format) if not document.skipped]
+    words = [
+        document.words if document.words is not None else [document.text[s:e] for s, e in split_words(document.text)]
+        for document in documents
+    ]
+    scores = strategy_scores(strategy, words, model, batch_size, seed)
+    chosen = [documents[index] for index in top_k(scores, k)]
+    chosen_scores = [scores[index] for index in top_k(scores, k)]
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(_selection_text(chosen, chosen_scores, output, model), encoding="utf-8")
+    return len(chosen)
+
+
+def _selection_text(documents, scores: Sequence[float], output: Path, model) -> str:
+    import json
+
+    from .label_studio import task_with_prediction
+
+    suffix = output.suffix.lower()
+    if suffix == ".json":
+        texts = [document.as_text()[0] for document in documents]
+        if model is not None:
+            from .pipeline_lightner import LightNerPipeline
+
+            pipeline = LightNerPipeline(model=model)
+            entities = [pipeline(text) if text.strip() else [] for text in texts]
+        else:
+            entities = [[] for _ in texts]
+        tasks = [task_with_prediction(t, e, d.fields) for t, e, d in zip(texts, entities, documents)]
+        if model is None:
+            tasks = [{"data": task["data"]} for task in tasks]
+        return json.dumps(tasks, ensure_ascii=False, indent=1) + "\n"
+    if suffix == ".jsonl":
+        lines = []
+        for document, score in zip(documents, scores):
+            body = {"tokens": document.words} if document.words is not None else {"text": document.text}
+            lines.append(json.dumps({**document.fields, **body, "uncertainty": score}, ensure_ascii=False))
+        return "".join(line + "\n" for line in lines)
+    return "".join(document.as_text()[0].replace("\n", " ") + "\n" for document in documents)
+
+
+__all__ = [
+    "STRATEGIES",
+    "Uncertainty",
+    "random_scores",
+    "select_documents",
+    "strategy_scores",
+    "top_k",
+    "uncertainties",
+]
