@@ -252,7 +252,7 @@ class BackendRequestHandler(BoundedRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, {"error": f"no POST {self.path}; this backend answers {_ENDPOINTS}"})
             return
         try:
-            request = parse_json(self.read_body())
+            request = _json_request(self.read_body())
             if not isinstance(request, dict):
                 raise ValueError(f"expected a JSON object, got {type(request).__name__}")
             if self.path.startswith("/train") and "action" not in request:
@@ -268,6 +268,13 @@ class BackendRequestHandler(BoundedRequestHandler):
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (BaseHTTPRequestHandler's signature)
         logger.debug(format, *args)
+
+
+def _json_request(body: bytes) -> Any:
+    try:
+        return parse_json(body)
+    except ValueError as error:
+        raise ValueError(f"the request body is not JSON: {error}") from None
 
 
 _ENDPOINTS = "GET /health, POST /setup, /predict, /webhook, /train"
