@@ -294,3 +294,29 @@ def test_webhook_keeps_submitted_annotations_as_an_export_lightner_train_reads(b
     (sentence,) = load_sentences(backend.work_dir / "4" / "annotations.json")
     assert sentence.entities == [Span(1, 2, "Cuisine")]
     assert call(backend, "/webhook", {"action": "PROJECT_UPDATED"})[1]["status"] == "ignored"
+
+
+def test_enough_submitted_annotations_train_a_new_adapter_from_the_current_one(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path / "adapter")
+    model = LightNerModel.from_pretrained(tmp_path / "adapter")
+    server = make_backend(
+        LightNerPipeline(model=model), port=0, work_dir=tmp_path / "work", train_every=1, train_epochs=1,
+        model_dir=str(tmp_path / "adapter"),
+    )  # fmt: skip
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        event = {
+            "action": "ANNOTATION_CREATED",
+            "project": {"id": 5},
+            "task": {"id": 1, "data": {"text": TEXT}},
+            "annotation": {"id": 1, "result": [region(17, 32, "Location") | {"to_name": "text"}]},
+        }
+        assert call(server, "/webhook", event)[1]["status"] == "training"
+        server.training.join(timeout=300)
+        assert server.version == 1 and call(server, "/health")[1]["model_version"] == "lightner-1"
+        assert (tmp_path / "work" / "5" / "adapter-1" / "model.safetensors").is_file()
+        assert call(server, "/predict", {"tasks": [{"id": 1, "data": {"text": TEXT}}]})[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
