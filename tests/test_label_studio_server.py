@@ -61,10 +61,14 @@ def label_studio(tmp_path_factory):
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
         "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
         "DJANGO_DB": "sqlite",
+        # Our backend (and the webhook Label Studio makes for it) is on 127.0.0.1, refused by default
+        "ML_BLOCK_LOCAL_IP": "false",
+        "SSRF_PROTECTION_ENABLED": "false",
         "SENTRY_DSN": "",
         "FRONTEND_SENTRY_DSN": "",
     }
-    command = [EXECUTABLE, "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port)]
+    # --internal-host is the address it listens on (--host only names it in URLs; it would listen on 0.0.0.0).
+    command = [EXECUTABLE, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)]
     log = (data / "server.log").open("w")
     server = subprocess.Popen(command, env=env, cwd=data, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
