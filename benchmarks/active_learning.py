@@ -113,22 +113,31 @@ def run_seed(work: Path, pool, test_file: Path, seed: int, strategies) -> None:
             previous = folder / "adapter"
 
 
-def curves(work: Path) -> dict[str, dict[int, list[float]]]:
-    """F1 per strategy, per number of labels, one value per seed that finished that round."""
-    table: dict[str, dict[int, list[float]]] = {strategy: {} for strategy in STRATEGIES}
+def curves(work: Path) -> dict[str, dict[int, dict[int, float]]]:
+    """F1 per strategy, per number of labels, per seed that finished that round."""
+    table: dict[str, dict[int, dict[int, float]]] = {strategy: {} for strategy in STRATEGIES}
     for seed_dir in sorted(work.glob("seed*")):
+        seed = int(seed_dir.name.removeprefix("seed"))
         zero = seed_dir / "round0" / "round.json"
         if not zero.exists():
             continue
         first = json.loads(zero.read_text())["f1"]
         for strategy in STRATEGIES:
-            table[strategy].setdefault(START, []).append(first)
+            table[strategy].setdefault(START, {})[seed] = first
             for round_number in range(1, ROUNDS + 1):
                 path = seed_dir / strategy / f"round{round_number}" / "round.json"
                 if path.exists():
                     labels = START + STEP * round_number
-                    table[strategy].setdefault(labels, []).append(json.loads(path.read_text())["f1"])
+                    table[strategy].setdefault(labels, {})[seed] = json.loads(path.read_text())["f1"]
     return table
+
+
+def complete_seeds(table: dict[str, dict[int, dict[int, float]]]) -> list[int]:
+    """The seeds every strategy finished every round of: strategies are compared on these only (paired), since
+    the seeds' starting sentences differ far more than the strategies do."""
+    final = START + STEP * ROUNDS
+    sets = [set(table[strategy].get(final, {})) for strategy in STRATEGIES]
+    return sorted(set.intersection(*sets)) if sets else []
 
 
 def labels_to_reach(curve: dict[int, float], target: float) -> float | None:
@@ -143,35 +152,44 @@ def labels_to_reach(curve: dict[int, float], target: float) -> float | None:
 
 
 def report(work: Path) -> str:
-    """The Markdown table (mean ± sd over seeds, per round) and the labels each strategy needs for random's final F1;
-    the plot goes to `PLOT`."""
+    """The Markdown table (mean ± sd over the seeds every strategy finished, per round) and the labels each strategy
+    needs to reach random selection's final F1; the plot goes to `PLOT`."""
     table = curves(work)
-    counts = sorted({labels for strategy in table.values() for labels in strategy})
-    lines = ["| labels | " + " | ".join(STRATEGIES) + " |", "|---" * (len(STRATEGIES) + 1) + "|"]
+    seeds = complete_seeds(table)
+    if not seeds:
+        return "no seed has finished every strategy's rounds yet"
+    counts = [START + STEP * round_number for round_number in range(ROUNDS + 1)]
+    lines = [
+        f"F1 × 100 on the first 500 test sentences, mean ± sd over seeds {', '.join(map(str, seeds))}:",
+        "",
+        "| labels | " + " | ".join(STRATEGIES) + " |",
+        "|---" * (len(STRATEGIES) + 1) + "|",
+    ]
+    means: dict[str, dict[int, float]] = {strategy: {} for strategy in STRATEGIES}
     for labels in counts:
         cells = []
         for strategy in STRATEGIES:
-            values = table[strategy].get(labels, [])
+            values = [table[strategy][labels][seed] for seed in seeds]
+            means[strategy][labels] = statistics.mean(values)
             sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{100 * statistics.mean(values):.1f} ± {100 * sd:.1f} (n={len(values)})" if values else "")
+            cells.append(f"{100 * means[strategy][labels]:.1f} ± {100 * sd:.1f}")
         lines.append(f"| {labels} | " + " | ".join(cells) + " |")
-    means = {s: {n: statistics.mean(v) for n, v in table[s].items()} for s in STRATEGIES}
-    final = START + STEP * ROUNDS
-    if final in means["random"]:
-        target = means["random"][final]
-        lines.append("")
-        lines.append(f"Random selection's F1 with {final} labels: {100 * target:.1f}.")
-        for strategy in STRATEGIES[1:]:
-            needed = labels_to_reach(means[strategy], target)
-            saving = (
-                "never reached" if needed is None else f"{needed:.0f} labels ({100 * (1 - needed / final):.0f}% fewer)"
+    final = counts[-1]
+    target = means["random"][final]
+    lines += ["", f"Random selection's mean F1 with {final} labels: {100 * target:.2f}."]
+    for strategy in STRATEGIES[1:]:
+        needed = labels_to_reach(means[strategy], target)
+        if needed is None:
+            lines.append(f"- {strategy}: never reaches it within {final} labels")
+        else:
+            lines.append(
+                f"- {strategy}: reaches it with {needed:.0f} labels ({100 * (1 - needed / final):.0f}% fewer)"
             )
-            lines.append(f"- {strategy}: {saving}")
-    plot(means)
+    plot(means, seeds)
     return "\n".join(lines)
 
 
-def plot(means: dict[str, dict[int, float]]) -> None:
+def plot(means: dict[str, dict[int, float]], seeds: list[int]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,7 +201,7 @@ def plot(means: dict[str, dict[int, float]]) -> None:
         axes.plot([x for x, _ in points], [100 * y for _, y in points], marker="o", label=strategy)
     axes.set_xlabel("labelled sentences")
     axes.set_ylabel("test F1 (first 500 sentences)")
-    axes.set_title("MIT Restaurant on bart-mini: selection strategies (mean over seeds)")
+    axes.set_title(f"MIT Restaurant on bart-mini, mean over seeds {', '.join(map(str, seeds))}")
     axes.legend()
     axes.grid(alpha=0.3)
     figure.tight_layout()
