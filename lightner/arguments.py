@@ -148,9 +148,9 @@ class LightNerTrainingArguments:
     init_from: str | None = field(
         default=None,
         metadata=option(
-            "start from this whole adapter (prompts and label words; its types, label words, prompt length and entity "
-            "shapes): another round of the annotation loop goes on from the last one's adapter rather than from the "
-            "backbone, so that a few epochs do; the data may hold only the adapter's types",
+            "start from this whole adapter (its prompts, label words and weights, prompt length and entity shapes): "
+            "another round of the annotation loop goes on from the last round's adapter, so that a few epochs do; "
+            "types new in the data are added after the adapter's and start from their label words",
             MODEL,
             metavar="ADAPTER",
         ),
