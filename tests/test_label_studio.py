@@ -320,3 +320,24 @@ def test_enough_submitted_annotations_train_a_new_adapter_from_the_current_one(t
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_predict_writes_importable_tasks_and_reads_tasks_back_as_input(tiny_model, tmp_path):
+    from lightner.cli import main
+
+    tiny_model.save_pretrained(tmp_path / "adapter")
+    source = tmp_path / "in.txt"
+    source.write_text(f"{TEXT}\n\nsushi please\n", encoding="utf-8")
+    predict = ["predict", "--model", str(tmp_path / "adapter")]
+    to_tasks = ["--output", str(tmp_path / "tasks.json"), "--output-format", "label-studio"]
+    assert main([*predict, "--input", str(source), *to_tasks]) == 0
+    tasks = json.loads((tmp_path / "tasks.json").read_text(encoding="utf-8"))  # one JSON list, as Label Studio imports
+    assert [task["data"]["text"] for task in tasks] == [TEXT, "", "sushi please"]
+    expected = LightNerPipeline(model=tiny_model)(TEXT)
+    regions = tasks[0]["predictions"][0]["result"]
+    assert [(r["value"]["start"], r["value"]["end"]) for r in regions] == [(e["start"], e["end"]) for e in expected]
+    assert not (tmp_path / "tasks.json.progress").exists()
+    assert main([*predict, "--input", str(tmp_path / "tasks.json"), "--output", str(tmp_path / "again.jsonl")]) == 0
+    lines = (tmp_path / "again.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["text"] for line in lines] == [TEXT, "", "sushi please"]
+    assert main([*predict, "--input", str(source), "--output", "-", "--output-format", "label-studio"]) == 1
