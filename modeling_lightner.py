@@ -109,7 +109,8 @@ class PromptEncoder(nn.Module):
         """Replace the MLPs by their output: same prompts, 0.16% of the parameters, no MLP left to store."""
         if self.is_folded:
             return
-        folded = {kind: nn.Parameter(tensor.detach().clone()) for kind, tensor in self().items()}
+        # Contiguous: the MLP's output may be a view with other strides, which checkpoints (safetensors) refuse.
+        folded = {kind: nn.Parameter(tensor.detach().contiguous().clone()) for kind, tensor in self().items()}
         del self.reparameterization
         self.prompts = nn.ParameterDict(folded)
 

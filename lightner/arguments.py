@@ -145,6 +145,16 @@ class LightNerTrainingArguments:
             metavar="ADAPTER",
         ),
     )
+    init_from: str | None = field(
+        default=None,
+        metadata=option(
+            "start from this whole adapter (its prompts, label words and weights, prompt length and entity shapes): "
+            "another round of the annotation loop goes on from the last round's adapter, so that a few epochs do; "
+            "types new in the data are added after the adapter's and start from their label words",
+            MODEL,
+            metavar="ADAPTER",
+        ),
+    )
     epochs: int = field(default=30, metadata=option("training epochs", OPTIMISATION))
     batch_size: int = field(default=16, metadata=option("training sentences per batch and process", OPTIMISATION))
     eval_batch_size: int = field(default=32, metadata=option("sentences per batch when predicting", OPTIMISATION))
@@ -238,6 +248,8 @@ class LightNerTrainingArguments:
             problems.append(f"warmup_ratio must be between 0 and 1, got {self.warmup_ratio}")
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout must be at least 0 and below 1, got {self.dropout}")
+        if self.init_from and self.init_prompts_from:
+            problems.append("give init_from (a whole adapter) or init_prompts_from (its prompts only), not both")
         if not self.learning_rate > 0:
             problems.append(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0 <= self.seed < 2**32:

@@ -6,6 +6,8 @@
     lightner predict --model runs/my-adapter --input sentences.txt --output entities.jsonl --html entities.html
     lightner push --model runs/my-adapter --repo-id me/my-adapter
     lightner demo --model runs/my-adapter --adapter movies=runs/movies
+    lightner label-studio --model runs/my-adapter --port 9090
+    lightner select --model runs/my-adapter --input pool.txt --k 10 --output next.json
 
 `train` runs under `accelerate launch` unchanged, on one or several processes.
 """
@@ -78,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_push_parser(commands)
     _add_demo_parser(commands)
     _add_convert_parser(commands)
+    _add_label_studio_parser(commands)
+    _add_select_parser(commands)
     return parser
 
 
@@ -428,6 +432,104 @@ def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         pass
     finally:
         server.server_close()
+    return 0
+
+
+def _add_label_studio_parser(commands) -> None:
+    parser = commands.add_parser(
+        "label-studio",
+        help="serve an adapter as a Label Studio ML backend (pre-annotations, training on submitted annotations)",
+        description="Serve Label Studio's ML backend protocol (GET /health, POST /setup, /predict, /webhook, /train): "
+        "pre-annotations as labels regions with character offsets and scores; with --work-dir, submitted annotations "
+        "are kept and every --train-every of them train a new adapter from the current one. Connect it in Label "
+        "Studio under Settings > Model. Stop it with Ctrl-C.",
+    )
+    _add_model_arguments(parser, batch_size=False)
+    parser.add_argument(
+        "--adapter",
+        type=adapter_option,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another adapter on the same backbone (repeatable); each project gets the one sharing most labels",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=9090, help="port (default: %(default)s; 0 picks a free one)")
+    parser.add_argument("--work-dir", type=Path, help="keep submitted annotations and trained adapters here")
+    parser.add_argument(
+        "--train-every", type=positive_int, default=10, help="new annotations per training run (default: 10)"
+    )
+    parser.add_argument(
+        "--train-epochs", type=positive_int, default=10, help="epochs of each training run (default: 10)"
+    )
+    parser.set_defaults(handler=_run_label_studio, command_parser=parser)
+
+
+def _run_label_studio(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .label_studio_backend import make_backend
+    from .pipeline_lightner import LightNerPipeline
+
+    model = _load_model(args)
+    for name, folder in args.adapter:
+        model.load_adapter(folder, adapter_name=name)
+    backend = make_backend(
+        LightNerPipeline(model=model),
+        host=args.host,
+        port=args.port,
+        work_dir=args.work_dir,
+        train_every=args.train_every,
+        train_epochs=args.train_epochs,
+        model_dir=args.model,
+    )
+    adapters = ", ".join(model.list_adapters())
+    print(f"LightNER Label Studio backend on {backend.url} (adapters: {adapters}); Ctrl-C stops it", flush=True)
+    try:
+        backend.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        backend.server_close()
+    return 0
+
+
+def _add_select_parser(commands) -> None:
+    from .predict import INPUT_FORMATS
+    from .select import STRATEGIES
+
+    parser = commands.add_parser(
+        "select",
+        help="choose the sentences to label next (active learning)",
+        description="Rank the documents of --input (any predict input format) by the model's uncertainty and write "
+        "the --k most uncertain to --output, in the format its name says: .json as Label Studio tasks with the "
+        "model's pre-annotations, .jsonl as JSON Lines (text or tokens, with the score), anything else as plain "
+        "text, a document per line.",
+    )
+    _add_model_arguments(parser)
+    parser.add_argument("--input", required=True, help="the unlabelled pool")
+    parser.add_argument("--format", choices=("auto", *INPUT_FORMATS), default="auto", help="input format")
+    parser.add_argument("--k", type=positive_int, required=True, help="how many documents to choose")
+    parser.add_argument("--output", type=Path, required=True, help="where the chosen documents go")
+    parser.add_argument(
+        "--strategy",
+        choices=tuple(STRATEGIES),
+        default="margin",
+        help="sequence: lowest mean token probability; margin: smallest gap between the two likeliest next tokens "
+        "at any step; random: a seeded shuffle (default: %(default)s; see benchmarks/active_learning.py)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random strategy (default: 0)")
+    parser.set_defaults(handler=_run_select, command_parser=parser)
+
+
+def _run_select(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .select import select_documents
+
+    model = None if args.strategy == "random" else _load_model(args)
+    chosen = select_documents(
+        model, args.input, args.output, args.k, args.strategy, args.format, args.batch_size, args.seed
+    )
+    print(f"{chosen} documents of {args.input} chosen by {args.strategy} written to {args.output}")
     return 0
 
 

@@ -695,6 +695,24 @@ def _write_brat(sentences: Sequence[Sentence], path: Path, options: WriteOptions
     write_brat(sentences, path)
 
 
+def _is_label_studio(path: Path) -> bool:
+    from .label_studio import is_label_studio_export  # it builds on this module
+
+    return is_label_studio_export(path)
+
+
+def _read_label_studio(path: Path, options: ReadOptions) -> list[Sentence]:
+    from .label_studio import read_label_studio
+
+    return read_label_studio(path)
+
+
+def _write_label_studio(sentences: Sequence[Sentence], path: Path, options: WriteOptions) -> None:
+    from .label_studio import write_label_studio
+
+    write_label_studio(sentences, path)
+
+
 # In detection order: the first format whose `matches` accepts a path is that path's format.
 FORMATS: dict[str, DataFormat] = {
     spec.name: spec
@@ -717,6 +735,14 @@ FORMATS: dict[str, DataFormat] = {
                 path, o.split, o.tokens_column, o.tags_column, o.scheme, o.config_name
             ),
             write=lambda sentences, path, o: to_hf_dataset(sentences, types=o.types).save_to_disk(str(path)),
+        ),
+        DataFormat(
+            "label-studio",
+            "a Label Studio JSON export (a .json file holding a list of tasks; character-offset labels regions)",
+            labelled=True,
+            matches=_is_label_studio,
+            read=_read_label_studio,
+            write=_write_label_studio,
         ),
         DataFormat(
             "jsonl",

@@ -290,6 +290,11 @@ INPUT_FORMATS: dict[str, InputFormat] = {
             "hf", "a datasets folder or Hub dataset, NAME[:SPLIT], words in its tokens column", read_dataset_documents
         ),
         InputFormat("brat", "a folder of BRAT .txt documents, each a document of any length", read_brat_documents),
+        InputFormat(
+            "label-studio",
+            "a Label Studio JSON export or task list (.json), a document per task's text, other data fields kept",
+            lambda path, skip_bad_lines: _label_studio().read_task_documents(path, skip_bad_lines),
+        ),
     )
 }
 
@@ -353,7 +358,7 @@ def _detect(source: str, opened: Path | _Stream) -> str:
     if opened.is_dir() and not _is_datasets_folder(opened):
         raise FileNotFoundError(_not_an_input_folder(opened))
     name = detect_format(split_source(source)[0])
-    if name in ("hf", "jsonl"):
+    if name in ("hf", "jsonl", "label-studio"):
         return name
     return _format_of_lines(opened)
 
@@ -490,6 +495,8 @@ class OutputFormat:
     description: str
     write: Callable[[Document, Sequence[Mapping]], str | dict[str, str]]
     folder: bool = False
+    # Turns the finished file into its final form (Label Studio's JSON list); such a format cannot go to a stream.
+    finish: Callable[[Path], None] | None = None
 
 
 OUTPUT_FORMATS: dict[str, OutputFormat] = {
@@ -505,8 +512,21 @@ OUTPUT_FORMATS: dict[str, OutputFormat] = {
             write_brat_files,
             folder=True,
         ),
+        OutputFormat(
+            "label-studio",
+            "Label Studio tasks with predictions (a JSON list to import; a region per entity with its score, a task "
+            "score)",
+            lambda document, entities: _label_studio().task_line(document, entities),
+            finish=lambda path: _label_studio().finish_task_file(path),
+        ),
     )
 }
+
+
+def _label_studio():
+    from . import label_studio  # it builds on this module
+
+    return label_studio
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -632,6 +652,8 @@ def run_prediction(run: PredictionRun, pipeline, state=None) -> dict[str, int]:
     resumable = not is_stream(run.output)
     if output_format.folder and not resumable:
         raise ValueError(f"--output-format {output_format.name} writes a folder, not to {run.output}")
+    if output_format.finish and not resumable:
+        raise ValueError(f"--output-format {output_format.name} writes a file it completes at the end; name a file")
     if run.resume and not resumable:
         raise ValueError(
             f"--resume: {run.output} is standard output, a pipe or a device, where an interrupted run cannot be "
@@ -682,6 +704,8 @@ def run_prediction(run: PredictionRun, pipeline, state=None) -> dict[str, int]:
     if main:
         if resumable:
             Progress.path(run.output).unlink(missing_ok=True)
+        if output_format.finish is not None:
+            output_format.finish(run.output)
         if run.html is not None:
             from .render import render_html
 

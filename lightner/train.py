@@ -39,7 +39,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from lightner.configuration_lightner import backbone_shape_mismatches
 from lightner.hub_lightner import ADAPTER_WEIGHTS_NAME, load_adapter_config, read_adapter_file
-from lightner.modeling_lightner import LightNerModel
+from lightner.modeling_lightner import LABEL_WORD_WEIGHTS_NAME, LightNerModel
 from lightner.tokenization_utils import EncodedSentence, collate, encode_sentences, encode_target
 
 from .arguments import ENTITY_SHAPE_CHOICES, TRAINING_ARGS_NAME, LightNerTrainingArguments
@@ -173,6 +173,9 @@ def load_run_data(args: LightNerTrainingArguments) -> RunData:
     files = {"train": args.train_file, "dev": args.dev_file, "test": args.test_file}
     options = args.read_options()
     splits = {name: load_sentences(path, options) if path else [] for name, path in files.items()}
+    if args.init_from:
+        types, shapes = init_from_types(args.init_from, splits, args.train_file)
+        return RunData(splits["train"], splits["dev"], splits["test"], types, shapes)
     types = resolve_entity_types(args.entity_types, splits)
     if args.entity_types:
         warning = left_out_types(types, splits)
@@ -181,6 +184,35 @@ def load_run_data(args: LightNerTrainingArguments) -> RunData:
         splits = {name: restrict_to_types(sentences, types) for name, sentences in splits.items()}
     shapes = resolve_entity_shapes(args.entity_shapes, splits["train"], args.train_file)
     return RunData(splits["train"], splits["dev"], splits["test"], types, shapes)
+
+
+def init_from_types(
+    source: str, splits: Mapping[str, Sequence[Sentence]], path: str = "training data"
+) -> tuple[list[str], str]:
+    """The types and entity shapes of a run that goes on from the adapter `source` (`--init-from`): the adapter's
+    types first (a round of annotation may lack some; they stay as the adapter learnt them), then any type the data
+    adds, which starts from its label words as in a new adapter (annotators meet new types as they go). The shapes
+    are the adapter's, refused by the first sentence that needs wider ones."""
+    config = load_adapter_config(str(source))
+    known = list(config.entity_types)
+    added = [name for name in type_counts(s for split in splits.values() for s in split) if name not in known]
+    if added:
+        logger.info(f"--init-from {source}: the data adds the types {added}, which start from their label words")
+    return known + added, resolve_entity_shapes(config.entity_shapes, splits["train"], path)
+
+
+def init_from(model: LightNerModel, source: str | os.PathLike) -> None:
+    """Start `model` from the whole adapter `source` (`--init-from`): its prompts, and the label-word weights of the
+    types it knows, which are `model`'s first types (`init_from_types`); types added since keep their fresh rows."""
+    source = str(source)
+    state = read_adapter_file(source)
+    model.load_adapter_state_dict(state, source=source, prompts_only=True)
+    weights = state[LABEL_WORD_WEIGHTS_NAME]
+    target = model.adapters[model.active_adapter].pointer_head.label_word_weights
+    if weights.shape[0] > target.shape[0] or weights.shape[1] > target.shape[1]:
+        raise ValueError(f"{source}: its label-word weights {tuple(weights.shape)} do not fit {tuple(target.shape)}")
+    with torch.no_grad():
+        target[: weights.shape[0], : weights.shape[1]].copy_(weights)
 
 
 def encode_file_sentences(
@@ -246,11 +278,12 @@ class Collator:
 def build_model(args: LightNerTrainingArguments, types: Sequence[str], entity_shapes: str) -> LightNerModel:
     """A fresh adapter on the backbone. The backbone loader refuses what would train on random weights (a folder
     holding another model, weights that did not load) and says what to do when the backbone cannot be fetched."""
+    source = load_adapter_config(args.init_from) if args.init_from else None
     model = LightNerModel.from_backbone(
         args.backbone,
         list(types),
-        label_words=args.label_words,
-        prompt_length=args.prompt_length,
+        label_words=_label_words(source, args.label_words),
+        prompt_length=source.prompt_length if source else args.prompt_length,
         prompt_hidden_size=args.prompt_hidden_size,
         dropout=args.dropout,
         freeze_backbone=not args.full_finetune,
@@ -262,7 +295,17 @@ def build_model(args: LightNerTrainingArguments, types: Sequence[str], entity_sh
     )
     if args.init_prompts_from:
         init_prompts_from(model, args.init_prompts_from)
+    if args.init_from:
+        init_from(model, args.init_from)
     return model
+
+
+def _label_words(source, requested):
+    """Label words of a new adapter: those asked for; with `--init-from`, the source adapter's for its own types."""
+    if source is None:
+        return requested
+    own = dict(zip(source.entity_types, source.label_words))
+    return {**own, **(requested if isinstance(requested, Mapping) else {})}
 
 
 def init_prompts_from(model: LightNerModel, source: str | os.PathLike) -> None:

@@ -86,7 +86,16 @@ def read_jsonl(path: Path) -> list[dict]:
 def test_every_option_is_documented():
     parser = build_parser()
     subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert set(subcommands) == {"train", "evaluate", "predict", "push", "convert-deepke", "demo"}
+    assert set(subcommands) == {
+        "train",
+        "evaluate",
+        "predict",
+        "push",
+        "convert-deepke",
+        "demo",
+        "label-studio",
+        "select",
+    }
     for name, subparser in subcommands.items():
         for action in subparser._actions:
             assert action.help and action.help.strip(), f"{name} {action.option_strings} has no help"

@@ -390,7 +390,7 @@ def test_one_format_table_detects_reads_and_writes(tmp_path):
     (tmp_path / "folder").mkdir()
     assert {name: detect_format(tmp_path / name) for name in expected} == expected
     assert detect_format(tmp_path / "plain") == "conll"  # an existing file without suffix
-    assert set(LABELLED_FORMATS) == {"brat", "hf", "jsonl", "conll"} and FORMATS["text"].write is None
+    assert set(LABELLED_FORMATS) == {"brat", "hf", "label-studio", "jsonl", "conll"} and FORMATS["text"].write is None
 
     sentences = [Sentence(WORDS, SPANS), Sentence(["Hello"])]
     for name in ("out.jsonl", "out.txt", "out-hf", "out.ann"):
