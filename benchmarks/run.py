@@ -88,7 +88,7 @@ QUICK = {
 
 def read_sentences(path: Path, limit: int):
     """The first `limit` sentences of a CoNLL file, read by `lightner.data.read_conll` (the reader training uses)."""
-    from lightner.data import read_conll
+    from lightner.formats import read_conll
 
     sentences = read_conll(path)[:limit]
     if len(sentences) < limit:

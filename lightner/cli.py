@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import LightNerTrainingArguments
-from .data import LABELLED_FORMATS
+from .formats import LABELLED_FORMATS
 
 DEFAULT_DATA_DIR = Path(os.environ.get("LIGHTNER_SHARED_DIR", "../shared")) / "data" / "lightner"
 
@@ -300,7 +300,7 @@ def _add_evaluate_parser(commands) -> None:
 
 
 def _add_predict_parser(commands) -> None:
-    from .predict import INPUT_FORMATS, OUTPUT_FORMATS
+    from .formats import INPUT_FORMATS, OUTPUT_FORMATS
 
     parser = commands.add_parser(
         "predict",
@@ -309,9 +309,9 @@ def _add_predict_parser(commands) -> None:
         "that a corpus of any size fits in memory; --resume continues a killed run. Under `accelerate launch "
         "--num_processes N -m lightner predict ...` the processes share the documents and one output is written, in "
         "input order. Input formats: "
-        + "; ".join(f"{spec.name}: {spec.description}" for spec in INPUT_FORMATS.values())
+        + "; ".join(f"{spec.name}: {spec.input_description}" for spec in INPUT_FORMATS.values())
         + ". Output formats: "
-        + "; ".join(f"{spec.name}: {spec.description}" for spec in OUTPUT_FORMATS.values())
+        + "; ".join(f"{spec.name}: {spec.output_description}" for spec in OUTPUT_FORMATS.values())
         + ".",
     )
     _add_model_arguments(parser)
@@ -498,8 +498,8 @@ def evaluation_output(model: str, output: Path | None) -> Path:
 
 
 def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .data import load_sentences
     from .evaluation import check_shared_types, evaluate_sentences, write_results
+    from .formats import load_sentences
     from .metrics import format_table
 
     sentences = load_sentences(args.data)
@@ -519,8 +519,9 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     from accelerate import PartialState
 
     from .evaluation import cpu_process_group
+    from .formats import is_stream
     from .pipeline_lightner import LightNerPipeline
-    from .predict import STANDARD_STREAM, PredictionRun, is_stream, run_prediction
+    from .predict import STANDARD_STREAM, PredictionRun, run_prediction
 
     if not 0 <= args.min_score <= 1:
         parser.error(f"--min-score must be between 0 and 1, got {args.min_score}")
@@ -564,7 +565,8 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
 def _how_to_resume(output: Path) -> str:
     """After Ctrl-C: how many documents are safely written, and the command that continues from there."""
-    from .predict import Progress, is_stream
+    from .formats import is_stream
+    from .predict import Progress
 
     if is_stream(output) or not Progress.path(output).is_file():
         return f"nothing of {output} can be resumed; run the command again"

@@ -56,18 +56,9 @@ from .checkpointing import (
     restore_checkpoint,
     save_checkpoint,
 )
-from .data import (
-    DataFormatError,
-    Sentence,
-    data_name,
-    describe_counts,
-    is_discontinuous,
-    is_hub_dataset,
-    load_sentences,
-    split_source,
-    type_counts,
-)
+from .data import DataFormatError, Sentence, describe_counts, is_discontinuous, type_counts
 from .evaluation import cpu_process_group, evaluate_sentences, write_results
+from .formats import data_name, is_hub_dataset, load_sentences, split_source
 
 logger = get_logger(__name__)
 

@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
-from lightner.text_utils import join_words, split_words
-from lightner.tokenization_utils import FRAGMENT_SEPARATOR
-
-from .data import DataFormatError, Entity, Sentence, make_span, read_utf8
+from ..data import DataFormatError, Entity, Sentence, make_span
+from ..text_utils import join_words, split_words
+from ..tokenization_utils import FRAGMENT_SEPARATOR
+from .base import Document, Format, ReadOptions, WriteOptions, read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -252,13 +252,68 @@ def write_brat(
     return path
 
 
-__all__ = [
-    "ANN_SUFFIX",
-    "TEXT_SUFFIX",
-    "TextBound",
-    "parse_ann",
-    "read_brat",
-    "annotation_file",
-    "read_brat_document",
-    "write_brat",
-]
+def read_documents(path: Path, skip_bad_lines: bool) -> Iterator[Document]:
+    """A document per `.txt` file of a BRAT folder (searched recursively, in path order; `.ann` files there are not
+    read), named by its path in the folder, so that `--output-format brat` writes each `.ann` under the same name. A
+    single `.txt` file is one document. A byte-order mark stays in the text, since BRAT counts it in offsets."""
+    for file in text_files(path):
+        name = file.relative_to(path).with_suffix("").as_posix() if path.is_dir() else file.stem
+        yield Document(1, text=read_utf8(file, keep_bom=True), name=name)
+
+
+def text_files(path: Path) -> list[Path]:
+    return sorted(path.rglob(f"*{TEXT_SUFFIX}")) if path.is_dir() else [path]
+
+
+def write_document(document: Document, entities: Sequence[Mapping]) -> dict[str, str]:
+    """BRAT standoff: the document's text (`.txt`; word input: the words joined by spaces) and its entities
+    (`.ann`): a `T` line each, a discontinuous one with all its fragments (`T1<TAB>ADR 10 16;27 31<TAB>muscle pain`),
+    and its score as an `AnnotatorNotes` line."""
+    text, _ = document.as_text()
+    annotated = (
+        (
+            entity["entity_group"],
+            [(f["start"], f["end"]) for f in entity.get("fragments") or [entity]],
+            entity["score"],
+        )
+        for entity in entities
+    )
+    return {TEXT_SUFFIX: text, ANN_SUFFIX: annotation_file(annotated, text)}
+
+
+def matches(path: Path) -> bool:
+    """An `.ann` file, or a folder holding one."""
+    return path.suffix.lower() == ANN_SUFFIX or (
+        path.is_dir() and next(path.rglob(f"*{ANN_SUFFIX}"), None) is not None
+    )
+
+
+def is_text_folder(path: Path) -> bool:
+    """A folder of `.txt` documents that is not a `datasets` folder: `lightner predict`'s BRAT input."""
+    from .hf import is_datasets_folder
+
+    return path.is_dir() and not is_datasets_folder(path) and next(path.rglob(f"*{TEXT_SUFFIX}"), None) is not None
+
+
+def _read(path: Path, options: ReadOptions) -> list[Sentence]:
+    return read_brat(path, skip_misaligned=options.skip_misaligned)
+
+
+def _write(sentences: Sequence[Sentence], path: Path, options: WriteOptions) -> None:
+    write_brat(sentences, path)
+
+
+FORMAT = Format(
+    "brat",
+    "BRAT standoff: a folder of .ann files with their .txt beside them, or one .ann file (detected by that)",
+    matches=matches,
+    read=_read,
+    write=_write,
+    read_documents=read_documents,
+    input_description="a folder of BRAT .txt documents, each a document of any length",
+    streamable=False,
+    write_document=write_document,
+    output_description="BRAT standoff, --output a folder: NAME.txt and NAME.ann per document (NAME: a BRAT input's "
+    "file name, a JSON Lines `id`, else doc-LINE), discontinuous entities with all their fragments",
+    folder_output=True,
+)
