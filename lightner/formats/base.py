@@ -1,7 +1,9 @@
 """What every format module builds on: the `Format` record, the read and write options, a prediction input's
 `Document`, UTF-8 files read strictly, and inputs read lazily as lines (files, standard input, pipes).
 
-Nothing here knows a particular format; `lightner.formats` holds the table of them.
+Nothing here knows a particular format; `lightner.formats` holds the table of them. The word splitter
+(`text_utils`, which imports torch through `tokenization_utils`) is imported where it is used, so that the table,
+and with it the command line's help, costs no torch import.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..data import DataFormatError, Sentence
-from ..text_utils import join_words, split_words
-from ..tokenization_utils import FRAGMENT_SEPARATOR
 
 # `--input -` and `--output -`: standard input and standard output; how messages name standard input.
 STANDARD_STREAM = "-"
@@ -45,6 +45,8 @@ class Document:
 
     def as_text(self) -> tuple[str, list[tuple[int, int]]]:
         """The text the entities' character offsets refer to, and its words' character spans."""
+        from ..text_utils import join_words, split_words  # lazily: the format table imports no torch
+
         if self.words is not None:
             return join_words(self.words)
         return self.text, split_words(self.text)
@@ -236,6 +238,8 @@ def word_entities(document: Document, entities: Sequence[Mapping]) -> list[dict]
     """The pipeline's character-offset entities as `predict`'s word-offset ones (`type`, `start`, `end`, `text`,
     `score`, and `fragments` for a discontinuous one), over the document's words; the inverse of
     `text_utils.character_entity`."""
+    from ..tokenization_utils import FRAGMENT_SEPARATOR  # lazily: the format table imports no torch
+
     text, spans = document.as_text()
     starts, ends = [start for start, _ in spans], [end for _, end in spans]
     words = document.words if document.words is not None else [text[start:end] for start, end in spans]

@@ -26,8 +26,6 @@ from os import PathLike
 from pathlib import Path
 
 from ..data import DataFormatError, Entity, Sentence, make_span
-from ..text_utils import join_words, split_words
-from ..tokenization_utils import FRAGMENT_SEPARATOR
 from .base import Document, Format, ReadOptions, WriteOptions, read_utf8
 
 logger = logging.getLogger(__name__)
@@ -116,6 +114,8 @@ def read_brat_document(
 ) -> list[Sentence]:
     """The sentences of one document (see `read_brat`); each misaligned annotation skipped is appended to
     `skipped`."""
+    from ..text_utils import split_words  # lazily: the format table imports no torch
+
     text_path = ann_path.with_suffix(TEXT_SUFFIX)
     if not ann_path.is_file():
         raise DataFormatError(ann_path, None, "no such annotation file")
@@ -145,6 +145,8 @@ class _Misaligned(Exception):
 
 def _word_entity(ann_path: Path, bound: TextBound, text: str, spans: Sequence[tuple[int, int]]) -> Entity:
     """`bound` in document word offsets; offsets past the text and bad fragment lists always raise."""
+    from ..tokenization_utils import FRAGMENT_SEPARATOR  # lazily: the format table imports no torch
+
     where = f"entity {bound.id} ({bound.type} {';'.join(f'{s} {e}' for s, e in bound.fragments)})"
     if any(end > len(text) for _, end in bound.fragments):
         raise DataFormatError(ann_path, bound.line, f"{where}: offsets past the end of the text ({len(text)} chars)")
@@ -200,6 +202,8 @@ def annotation_file(entities: Iterable[tuple[str, Sequence[tuple[int, int]], flo
     `read_brat` skips). The quote is the fragments' texts joined by `FRAGMENT_SEPARATOR`, as BRAT joins them, with
     line breaks and tabs as spaces, since an annotation is one line of three tab-separated fields (`read_brat`
     compares quotes word by word)."""
+    from ..tokenization_utils import FRAGMENT_SEPARATOR  # lazily: the format table imports no torch
+
     lines = []
     for number, (entity_type, fragments, score) in enumerate(entities, start=1):
         offsets = ";".join(f"{start} {end}" for start, end in fragments)
@@ -221,6 +225,8 @@ def write_brat(
     like `Paris.`) raises `ValueError` naming it, before anything is written. With `scores` (per sentence, a score
     for each of its entities), each entity gets an `AnnotatorNotes` line `score 0.9731`, which `read_brat` skips.
     """
+    from ..text_utils import join_words, split_words  # lazily: the format table imports no torch
+
     path = Path(path)
     if path.suffix != ANN_SUFFIX:
         path = path / f"{path.name}{ANN_SUFFIX}"

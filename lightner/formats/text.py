@@ -8,7 +8,6 @@ from os import PathLike
 from pathlib import Path
 
 from ..data import Sentence
-from ..text_utils import split_words
 from .base import LINE_BREAK, Document, Format, Stream, lines, read_utf8
 
 
@@ -17,6 +16,8 @@ def read_text(path: str | PathLike) -> list[Sentence]:
     the pipeline splits raw text (`text_utils.split_words`: punctuation apart, as in CoNLL data), so that a model
     trained on CoNLL words sees `Paris .` rather than `Paris.`. A blank line is an empty sentence, kept so that
     outputs line up with inputs."""
+    from ..text_utils import split_words  # lazily: the format table imports no torch
+
     path = Path(path)
     lines = re.split(LINE_BREAK, read_utf8(path))
     if lines and lines[-1] == "":
