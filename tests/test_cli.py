@@ -552,8 +552,8 @@ def test_a_broken_or_foreign_config_file_is_named(workspace, tmp_path, capsys):
 
 
 def test_predict_quantize_loads_an_int8_backbone(trained, workspace, tmp_path, monkeypatch):
-    from lightner.hub_lightner import is_quantized
     from lightner.modeling_lightner import LightNerModel
+    from lightner.quantization_lightner import is_quantized
 
     loaded = []
     original = LightNerModel.from_pretrained.__func__

@@ -18,6 +18,7 @@ HUB_FILES = (
     "configuration_lightner.py",
     "generation_lightner.py",
     "hub_lightner.py",
+    "quantization_lightner.py",
     "tokenization_utils.py",
     "pipeline_lightner.py",
     "text_utils.py",
