@@ -255,7 +255,7 @@ def positive_int(value: str) -> int:
 def torch_device(value: str) -> str:
     """A device this machine has (argparse type): a misspelt or missing device is a usage error before any model is
     loaded (`hub_lightner.check_device`), not a traceback from deep inside torch."""
-    from lightner.hub_lightner import check_device
+    from .hub_lightner import check_device
 
     try:
         check_device(value, "--device")
@@ -432,7 +432,7 @@ def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _add_convert_parser(commands) -> None:
-    from lightner.convert.deepke_to_lightner import add_arguments
+    from .convert.deepke_to_lightner import add_arguments
 
     parser = commands.add_parser(
         "convert-deepke",
@@ -445,7 +445,7 @@ def _add_convert_parser(commands) -> None:
 
 
 def _run_convert(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from lightner.convert.deepke_to_lightner import run
+    from .convert.deepke_to_lightner import run
 
     return run(args)
 
@@ -468,7 +468,7 @@ def _load_model(args: argparse.Namespace):
     failed Hub download."""
     import torch
 
-    from lightner.modeling_lightner import LightNerModel
+    from .modeling_lightner import LightNerModel
 
     local = Path(args.model).exists()
     if not local and not _is_hub_id(args.model):
@@ -576,7 +576,7 @@ def _how_to_resume(output: Path) -> str:
 
 def _run_push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Upload the saved folder as it is: no backbone is loaded, and a trained `backbone/` folder goes along."""
-    from lightner.hub_lightner import upload_adapter_folder
+    from .hub_lightner import upload_adapter_folder
 
     commit = upload_adapter_folder(
         args.model,
