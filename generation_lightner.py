@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -105,6 +106,21 @@ def decoding_cache(decoder_layers: int, max_steps: int) -> EncoderDecoderCache:
 # ---------------------------------------------------------------------------------------------------------------------
 # Constraints: what each row may write next
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+class Constraint(Protocol):
+    """What `BeamSearch` asks of a decoding constraint, and all it asks: a new constraint is a class with these three
+    methods (state per row, kept in step with the beams), made by `make_constraint`."""
+
+    def allowed(self, steps_left: torch.Tensor, vocab: int) -> torch.Tensor:
+        """`[rows, vocab]` booleans: True where an index may be written now, given each row's `steps_left` `[rows]`
+        (a row must be able to finish, with `</s>`, before its length limit)."""
+
+    def advance(self, source: torch.Tensor, chosen: torch.Tensor) -> None:
+        """Follow the beams after a step: row r now continues row `source[r]` and wrote `chosen[r]`."""
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only `rows`: the sentences that finished left the search."""
 
 
 class LengthLimit:
@@ -233,6 +249,22 @@ class EntityShapeGrammar(PointerGrammar):
         self.closed_word = torch.where(closes, open_word, self.closed_word[source])
 
 
+def make_constraint(
+    constrained: bool,
+    word_starts: Sequence[Sequence[int]] | None,
+    source_length: int,
+    first_pointer: int,
+    num_beams: int,
+    shapes: Sequence[Sequence[str]],
+    device: torch.device,
+) -> Constraint:
+    """The one place a decoding constraint is chosen: `EntityShapeGrammar` (each row's adapter's `entity_shapes`) when
+    `constrained`, else `LengthLimit`. A new constraint is a class satisfying `Constraint` and a branch here."""
+    if constrained:
+        return EntityShapeGrammar(word_starts, source_length, first_pointer, num_beams, shapes).to(device)
+    return LengthLimit()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Beam search
 # ---------------------------------------------------------------------------------------------------------------------
@@ -257,7 +289,7 @@ class BeamSearch:
     its longest output times its size.
     """
 
-    def __init__(self, constraint, limits: Sequence[int], num_beams: int, device: torch.device):
+    def __init__(self, constraint: Constraint, limits: Sequence[int], num_beams: int, device: torch.device):
         batch, rows = len(limits), len(limits) * num_beams
         self.constraint, self.num_beams, self.batch, self.device = constraint, num_beams, batch, device
         self.max_steps = max(limits)
@@ -409,10 +441,8 @@ class LightNerGenerationMixin:
         limits = self._output_limits(attention_mask, adapter_names, max_length)
         first_pointer = FIRST_TYPE_INDEX + adapters.num_types
         shapes = [self.adapters[name].config.entity_shapes for name in self._row_adapters(adapter_names, len(limits))]
-        constraint = (
-            EntityShapeGrammar(word_starts, input_ids.shape[1], first_pointer, num_beams, shapes).to(input_ids.device)
-            if constrained
-            else LengthLimit()
+        constraint = make_constraint(
+            constrained, word_starts, input_ids.shape[1], first_pointer, num_beams, shapes, input_ids.device
         )
         search = BeamSearch(constraint, limits, num_beams, input_ids.device)
         if num_beams > 1:

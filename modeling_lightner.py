@@ -4,7 +4,8 @@ Chen et al., "LightNER: A Lightweight Generative Framework with Prompt-guided At
 (COLING 2022). Read top to bottom: the prompt encoder, the attention hook that prepends prompts inside BART's
 attention, the pointer head that scores the output index space, the adapter that holds one domain's trained tensors,
 and the model, which encodes a source once and decodes output indices against it. Generation (beam search and the
-pointer grammar) lives in `generation_lightner.py`, loading and saving in `hub_lightner.py`.
+pointer grammar) lives in `generation_lightner.py`, loading and saving in `hub_lightner.py`, int8 layers in
+`quantization_lightner.py`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from transformers.utils import ModelOutput
 
 from .configuration_lightner import ATTENTION_KINDS, LightNerConfig, check_backbone_shape
 from .generation_lightner import LightNerGenerationMixin
-from .hub_lightner import ADAPTER_WEIGHTS_NAME, SHARED_BACKBONES, LightNerHubMixin, is_quantized
+from .hub_lightner import ADAPTER_WEIGHTS_NAME, SHARED_BACKBONES, LightNerHubMixin
+from .quantization_lightner import is_quantized
 from .tokenization_utils import END_INDEX, FIRST_TYPE_INDEX, LABEL_PAD, START_INDEX, label_word_token_ids
 
 # ---------------------------------------------------------------------------------------------------------------------

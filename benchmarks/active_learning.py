@@ -72,7 +72,7 @@ def choose(strategy: str, folder: Path, pool, unlabelled: list[int], seed: int) 
 
 def run_seed(work: Path, pool, test_file: Path, seed: int, strategies) -> None:
     """Every round of every strategy for one seed; round 0 (the same 10 sentences) is trained once for all."""
-    from lightner.data import write_jsonl
+    from lightner.formats import write_jsonl
 
     initial = sorted(random.Random(seed).sample(range(len(pool)), START))
     for strategy in strategies:
@@ -228,7 +228,7 @@ def main() -> int:
     if not args.report:
         import torch
 
-        from lightner.data import read_conll, write_jsonl
+        from lightner.formats import read_conll, write_jsonl
 
         torch.set_num_threads(1)
         data = shared_dir(DATA).joinpath(*DATA)

@@ -55,7 +55,7 @@ def bart_large_backbone(seed: int):
 
 
 def read_words(shared: Path, limit: int) -> list[list[str]]:
-    from lightner.data import read_conll
+    from lightner.formats import read_conll
 
     return [s.words for s in read_conll(shared.joinpath(*TEST_FILE))[:limit]]
 

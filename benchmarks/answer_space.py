@@ -35,8 +35,9 @@ from shared_assets import REPO_ROOT, log, shared_dir
 sys.path.insert(0, str(REPO_ROOT))
 
 from lightner import modeling_lightner  # noqa: E402
-from lightner.data import Sentence, load_sentences, read_conll, write_jsonl  # noqa: E402
+from lightner.data import Sentence  # noqa: E402
 from lightner.evaluation import evaluate_sentences  # noqa: E402
+from lightner.formats import load_sentences, read_conll, write_jsonl  # noqa: E402
 from lightner.tokenization_utils import FIRST_TYPE_INDEX, collate, encode_sentences, encode_target  # noqa: E402
 from lightner.train import LightNerTrainingArguments, train  # noqa: E402
 

@@ -45,7 +45,8 @@ def build(shared, sentences_count: int):
     from transformers import AutoTokenizer, BartConfig, BartModel
 
     from lightner.configuration_lightner import LightNerConfig
-    from lightner.data import entity_types, read_conll
+    from lightner.data import entity_types
+    from lightner.formats import read_conll
     from lightner.modeling_lightner import LightNerModel
 
     sentences = [s for s in read_conll(shared.joinpath(*TEST_FILE)) if s.words][:sentences_count]

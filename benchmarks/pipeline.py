@@ -162,7 +162,7 @@ def main(argv=None) -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from lightner.data import read_conll
+    from lightner.formats import read_conll
 
     if args.threads:
         torch.set_num_threads(args.threads)

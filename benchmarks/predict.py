@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
 
-    from lightner.data import read_conll
+    from lightner.formats import read_conll
 
     shared = shared_dir(TEST_FILE)
     cores = os.cpu_count() or 1

@@ -117,7 +117,8 @@ class Benchmark:
 
     def sample_file(self, target: str, shots: int, seed: int) -> Path:
         """The seed's K-shot sample of the target's largest training file, as JSON Lines (written once)."""
-        from lightner.data import read_conll, sample_k_shot, write_jsonl
+        from lightner.data import sample_k_shot
+        from lightner.formats import read_conll, write_jsonl
 
         path = self.work_dir / "samples" / f"{target}-{shots}shot-seed{seed}.jsonl"
         if not path.exists():
@@ -128,7 +129,7 @@ class Benchmark:
 
     def test_file(self, target: str) -> Path:
         """The target's test file, or its first `test_limit` sentences (for quick checks), as JSON Lines."""
-        from lightner.data import read_conll, write_jsonl
+        from lightner.formats import read_conll, write_jsonl
 
         full = self.data_dir / target / "test.txt"
         if self.test_limit is None:
@@ -222,7 +223,7 @@ class Benchmark:
 
 
 def arbitrary_label_words(train_file: Path) -> dict[str, str]:
-    from lightner.data import load_sentences
+    from lightner.formats import load_sentences
 
     types = sorted({entity.type for sentence in load_sentences(train_file) for entity in sentence.entities})
     return dict(zip(types, ARBITRARY_WORDS))
@@ -329,8 +330,8 @@ def precision_gate(bench: Benchmark, shots: int) -> dict:
     """One adapter (MIT Restaurant, seed 0) scored in float32, bfloat16 and int8 on the same test set."""
     import torch
 
-    from lightner.data import load_sentences
     from lightner.evaluation import evaluate_sentences
+    from lightner.formats import load_sentences
     from lightner.modeling_lightner import LightNerModel
 
     adapter = bench.work_dir / "runs" / Run("lightner", "mit-restaurant", shots, 0).key

@@ -155,7 +155,7 @@ def main() -> None:
         )
         results = json.loads((output / "results.json").read_text())
         training_args = json.loads((output / "training_args.json").read_text())
-        from lightner.data import read_conll
+        from lightner.formats import read_conll
 
         test = read_conll(results["data"])
         scoring = {}

@@ -88,7 +88,7 @@ QUICK = {
 
 def read_sentences(path: Path, limit: int):
     """The first `limit` sentences of a CoNLL file, read by `lightner.data.read_conll` (the reader training uses)."""
-    from lightner.data import read_conll
+    from lightner.formats import read_conll
 
     sentences = read_conll(path)[:limit]
     if len(sentences) < limit:
@@ -206,8 +206,8 @@ def low_precision_model(model, bart, tokenizer, precision: str):
     loaded from its saved tensors and stays float32), with `</s>` forced to the length limit like the float32 one."""
     import torch
 
-    from lightner.hub_lightner import quantize_backbone
     from lightner.modeling_lightner import LightNerModel
+    from lightner.quantization_lightner import quantize_backbone
 
     backbone = copy.deepcopy(bart)
     backbone = backbone.to(torch.bfloat16) if precision == "bf16" else quantize_backbone(backbone, precision)
@@ -541,7 +541,7 @@ def memory_worker(args) -> dict:
     torch = setup_torch(args.threads, args.seed)
     from transformers import AutoTokenizer
 
-    from lightner.hub_lightner import quantize_backbone
+    from lightner.quantization_lightner import quantize_backbone
     from lightner.tokenization_utils import collate, encode_sentences
 
     shared = shared_dir(TEST_FILE)

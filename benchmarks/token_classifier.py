@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, BartModel, get_linear_schedule_with_warmup
 
-from lightner.data import load_sentences, spans_from_tags, tags_from_spans
+from lightner.data import spans_from_tags, tags_from_spans
+from lightner.formats import load_sentences
 from lightner.metrics import span_f1
 from lightner.tokenization_utils import encode_sentences
 

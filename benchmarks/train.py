@@ -55,7 +55,8 @@ def worker(mode: str, steps: int, batch_size: int, seed: int) -> dict:
 
     from lightner.arguments import LightNerTrainingArguments
     from lightner.configuration_lightner import LightNerConfig
-    from lightner.data import entity_types, read_conll
+    from lightner.data import entity_types
+    from lightner.formats import read_conll
     from lightner.modeling_lightner import LightNerModel
     from lightner.train import encode_examples, make_accelerator, prepare_training, training_step
 

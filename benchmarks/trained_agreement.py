@@ -61,7 +61,7 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer, BartConfig, BartModel
 
-    from lightner.data import read_conll
+    from lightner.formats import read_conll
     from lightner.modeling_lightner import LightNerModel
     from lightner.tokenization_utils import collate, encode_sentences, encode_target
 

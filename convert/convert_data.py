@@ -4,10 +4,10 @@
     python convert/convert_data.py train.jsonl train-hf            # a `datasets` folder (`save_to_disk`)
     python convert/convert_data.py train-hf train.txt --scheme BIOES
 
-The format follows the path as `lightner.data.detect_format` says (a folder, or a new path without suffix, is a
+The format follows the path as `lightner.formats.detect_format` says (a folder, or a new path without suffix, is a
 `datasets` folder; `.jsonl`/`.json` JSON Lines; `.ann`, or a folder of them, BRAT; anything else CoNLL) unless
 `--from`/`--to` say otherwise. Formats,
-reading and writing are `lightner.data`'s table (`FORMATS`), the one training and the CLI use, so malformed
+reading and writing are `lightner.formats`' table (`FORMATS`), the one training and the CLI use, so malformed
 input stops the conversion with its file and line. Every sentence is kept, those without entities too; what the
 target format cannot hold is left out and reported rather than guessed at: tags cannot express overlapping entities
 (of each overlapping group the outermost, earliest entity stays) or discontinuous ones (left out), a CoNLL file cannot
@@ -23,16 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lightner.data import (
+from lightner.data import Entity, Sentence, Span, entity_types, is_discontinuous
+from lightner.formats import (
     LABELLED_FORMATS,
-    Entity,
     ReadOptions,
-    Sentence,
-    Span,
     WriteOptions,
     detect_format,
-    entity_types,
-    is_discontinuous,
     read_sentences,
     write_sentences,
 )

@@ -60,7 +60,7 @@ def api(url: str, token: str, method: str, path: str, body=None):
 
 
 def main() -> None:
-    from lightner.label_studio import labelling_config
+    from lightner.formats.label_studio import labelling_config
     from lightner.label_studio_backend import make_backend
     from lightner.modeling_lightner import LightNerModel
     from lightner.pipeline_lightner import LightNerPipeline

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .data import TAG_SCHEMES, ReadOptions
+from .data import TAG_SCHEMES
+from .formats import ReadOptions
 
 TRAINING_ARGS_NAME = "training_args.json"
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")

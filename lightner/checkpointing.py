@@ -20,9 +20,9 @@ from accelerate.logging import get_logger
 from accelerate.utils import SAFE_WEIGHTS_NAME
 from safetensors.torch import load_file
 
-from lightner.modeling_lightner import LightNerModel
-
 from .arguments import TRAINING_ARGS_NAME
+from .hub_lightner import ADAPTER_WEIGHTS_NAME
+from .modeling_lightner import LightNerModel
 
 logger = get_logger(__name__)
 
@@ -34,7 +34,7 @@ LEARNING_CURVE_NAME = "learning_curve.png"
 # What a run writes into its output folder besides the adapter's own files (config, weights, tokenizer, card).
 RUN_FILES = (CHECKPOINTS_DIR, METRICS_LOG_NAME, RESULTS_NAME, LEARNING_CURVE_NAME, TRAINING_ARGS_NAME, "logs")
 # Files whose presence means the folder already holds an adapter or a run, or a README.md the model card would replace.
-ADAPTER_FILES = ("config.json", "model.safetensors", "README.md", "backbone")
+ADAPTER_FILES = ("config.json", ADAPTER_WEIGHTS_NAME, "README.md", "backbone")
 
 
 @dataclass

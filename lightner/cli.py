@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import LightNerTrainingArguments
-from .data import LABELLED_FORMATS
+from .formats import LABELLED_FORMATS
 
 DEFAULT_DATA_DIR = Path(os.environ.get("LIGHTNER_SHARED_DIR", "../shared")) / "data" / "lightner"
 
@@ -259,7 +259,7 @@ def positive_int(value: str) -> int:
 def torch_device(value: str) -> str:
     """A device this machine has (argparse type): a misspelt or missing device is a usage error before any model is
     loaded (`hub_lightner.check_device`), not a traceback from deep inside torch."""
-    from lightner.hub_lightner import check_device
+    from .hub_lightner import check_device
 
     try:
         check_device(value, "--device")
@@ -304,7 +304,7 @@ def _add_evaluate_parser(commands) -> None:
 
 
 def _add_predict_parser(commands) -> None:
-    from .predict import INPUT_FORMATS, OUTPUT_FORMATS
+    from .formats import INPUT_FORMATS, OUTPUT_FORMATS
 
     parser = commands.add_parser(
         "predict",
@@ -313,9 +313,9 @@ def _add_predict_parser(commands) -> None:
         "that a corpus of any size fits in memory; --resume continues a killed run. Under `accelerate launch "
         "--num_processes N -m lightner predict ...` the processes share the documents and one output is written, in "
         "input order. Input formats: "
-        + "; ".join(f"{spec.name}: {spec.description}" for spec in INPUT_FORMATS.values())
+        + "; ".join(f"{spec.name}: {spec.input_description}" for spec in INPUT_FORMATS.values())
         + ". Output formats: "
-        + "; ".join(f"{spec.name}: {spec.description}" for spec in OUTPUT_FORMATS.values())
+        + "; ".join(f"{spec.name}: {spec.output_description}" for spec in OUTPUT_FORMATS.values())
         + ".",
     )
     _add_model_arguments(parser)
@@ -495,7 +495,7 @@ def _run_label_studio(args: argparse.Namespace, parser: argparse.ArgumentParser)
 
 
 def _add_select_parser(commands) -> None:
-    from .predict import INPUT_FORMATS
+    from .formats import INPUT_FORMATS
     from .select import STRATEGIES
 
     parser = commands.add_parser(
@@ -534,7 +534,7 @@ def _run_select(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
 
 def _add_convert_parser(commands) -> None:
-    from lightner.convert.deepke_to_lightner import add_arguments
+    from .convert.deepke_to_lightner import add_arguments
 
     parser = commands.add_parser(
         "convert-deepke",
@@ -547,7 +547,7 @@ def _add_convert_parser(commands) -> None:
 
 
 def _run_convert(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from lightner.convert.deepke_to_lightner import run
+    from .convert.deepke_to_lightner import run
 
     return run(args)
 
@@ -570,7 +570,7 @@ def _load_model(args: argparse.Namespace):
     failed Hub download."""
     import torch
 
-    from lightner.modeling_lightner import LightNerModel
+    from .modeling_lightner import LightNerModel
 
     local = Path(args.model).exists()
     if not local and not _is_hub_id(args.model):
@@ -600,8 +600,8 @@ def evaluation_output(model: str, output: Path | None) -> Path:
 
 
 def _run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .data import load_sentences
     from .evaluation import check_shared_types, evaluate_sentences, write_results
+    from .formats import load_sentences
     from .metrics import format_table
 
     sentences = load_sentences(args.data)
@@ -621,8 +621,9 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     from accelerate import PartialState
 
     from .evaluation import cpu_process_group
+    from .formats import is_stream
     from .pipeline_lightner import LightNerPipeline
-    from .predict import STANDARD_STREAM, PredictionRun, is_stream, run_prediction
+    from .predict import STANDARD_STREAM, PredictionRun, run_prediction
 
     if not 0 <= args.min_score <= 1:
         parser.error(f"--min-score must be between 0 and 1, got {args.min_score}")
@@ -666,7 +667,8 @@ def _run_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
 def _how_to_resume(output: Path) -> str:
     """After Ctrl-C: how many documents are safely written, and the command that continues from there."""
-    from .predict import Progress, is_stream
+    from .formats import is_stream
+    from .predict import Progress
 
     if is_stream(output) or not Progress.path(output).is_file():
         return f"nothing of {output} can be resumed; run the command again"
@@ -676,7 +678,7 @@ def _how_to_resume(output: Path) -> str:
 
 def _run_push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Upload the saved folder as it is: no backbone is loaded, and a trained `backbone/` folder goes along."""
-    from lightner.hub_lightner import upload_adapter_folder
+    from .hub_lightner import upload_adapter_folder
 
     commit = upload_adapter_folder(
         args.model,

@@ -18,10 +18,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
-from lightner.modeling_lightner import LightNerModel
-
 from .data import Sentence, describe_counts, type_counts
 from .metrics import span_f1
+from .modeling_lightner import LightNerModel
 
 EVALUATION_RESULTS_NAME = "eval_results.json"
 

@@ -33,7 +33,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .label_studio import DEFAULT_FROM_NAME, DEFAULT_TO_NAME, prediction, task_text
+from .formats.label_studio import DEFAULT_FROM_NAME, DEFAULT_TO_NAME, prediction, task_text
 from .serving import BoundedRequestHandler, RequestRefused, parse_json
 
 logger = logging.getLogger(__name__)

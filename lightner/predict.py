@@ -1,11 +1,10 @@
 """Prediction over a corpus (`lightner predict`): documents are read one at a time, tagged by the pipeline a chunk at
 a time, and written as they come, so that a corpus of any size needs the memory of one chunk.
 
-Input (`INPUT_FORMATS`): plain text (a document per line, of any length: the pipeline reads long ones in windows),
-JSON Lines (a `text` field, or the labelled `tokens` form; other fields are passed through), or words (a CoNLL column
-file or a `datasets` source; tags are ignored). Output (`OUTPUT_FORMATS`, one table so that another format is one
-more entry): JSON Lines (character offsets for text, word offsets for words), CoNLL BIO, or spaCy's
-`{"text", "ents": [{"start", "end", "label"}]}` (what displaCy's manual mode draws).
+Input and output formats are `lightner.formats`' rows (`INPUT_FORMATS`: a row's `read_documents`; `OUTPUT_FORMATS`:
+its `write_document`): plain text (a document per line, of any length: the pipeline reads long ones in windows), JSON
+Lines, words (a CoNLL column file or a `datasets` source; tags are ignored) or BRAT texts in; JSON Lines, CoNLL BIO,
+spaCy's `{"text", "ents": [...]}` or BRAT out. This module reads, tags and writes; it knows no format.
 
 Resuming: after every chunk the output is flushed and `<output>.progress` records how many input documents are done,
 how many output bytes they produced, a fingerprint of the input read so far and the options that shape the output;
@@ -29,504 +28,33 @@ import json
 import logging
 import os
 import re
-import stat
 import sys
-from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
 try:
     import fcntl
 except ImportError:  # Windows: outputs are not locked
     fcntl = None
 
-from .brat import ANN_SUFFIX, TEXT_SUFFIX, annotation_file
-from .data import (
-    LINE_BREAK,
-    DataFormatError,
-    Span,
-    detect_format,
-    is_blank,
-    load_hf_dataset,
-    parse_json_line,
-    read_utf8,
-    split_source,
-    tags_from_spans,
-)
-from .text_utils import join_words, split_words
-from .tokenization_utils import FRAGMENT_SEPARATOR
+from .data import DataFormatError
+from .formats import OUTPUT_FORMATS, Document, Format, Input, open_input
+from .formats.base import STANDARD_STREAM, STDIN_NAME, Stream, is_stream, read_utf8
+from .formats.brat import ANN_SUFFIX, TEXT_SUFFIX
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_SUFFIX = ".progress"
 # Documents per process and chunk, in batches: enough to keep batches full, little enough to lose on a kill.
 CHUNK_BATCHES = 4
-_TAG = re.compile(r"^(O|[BIES]-\S+)$")
-# Files `datasets.save_to_disk` writes, which tell a datasets folder from a folder of BRAT texts.
-_DATASETS_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
 # A JSON Lines `id` used as a BRAT output name: a plain file name, never a path.
 _SAFE_NAME = re.compile(r"^\w[\w.-]*$")
-# `--input -` and `--output -`: standard input and standard output; how messages name standard input.
-STANDARD_STREAM = "-"
-STDIN_NAME = "<stdin>"
-# Where input lines end: text and JSON Lines as Python's universal newlines have it (`data.LINE_BREAK`), CoNLL files
-# at "\n" alone, as `data.read_conll` reads them (a stray "\r" inside a line is whitespace between columns).
-_ANY_LINE_BREAK = re.compile(LINE_BREAK.encode())
-_NEWLINE = re.compile(rb"\r?\n")
-_BLOCK_SIZE = 1 << 16
 # How the pipeline names a document by its place in the batch, which `_tag` replaces by the file and line.
 _IN_THE_BATCH = re.compile(r"\b(sentence|input) 0\b")
-
-
-@dataclass
-class Document:
-    """One input document: raw `text`, or `words` (word input), with the fields passed through from JSON Lines.
-
-    `line` is where it starts in the input (1-based; a row for `datasets` input); `skipped` marks a bad line that
-    `--skip-bad-lines` left out, which counts as done for `--resume` but writes nothing. `name` is a BRAT input
-    document's path in its folder, without the suffix.
-    """
-
-    line: int
-    text: str | None = None
-    words: list[str] | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
-    skipped: bool = False
-    name: str | None = None
-
-    def as_text(self) -> tuple[str, list[tuple[int, int]]]:
-        """The text the entities' character offsets refer to, and its words' character spans."""
-        if self.words is not None:
-            return join_words(self.words)
-        return self.text, split_words(self.text)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Input
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-class _Stream:
-    """An input that can be read only once: standard input (`-`), or a pipe or device given by its name
-    (`/dev/stdin`). What format detection reads of it is kept and given again to the reader, since it cannot seek
-    back."""
-
-    def __init__(self, name: str, file: BinaryIO):
-        self.name, self.file, self.kept = name, file, []
-
-    def __str__(self) -> str:
-        return self.name
-
-    def blocks(self, keep: bool = False) -> Iterator[bytes]:
-        """The blocks kept by an earlier look, then the rest of the input; with `keep`, a look: what it reads is kept
-        for the next call."""
-        kept = list(self.kept)
-        if not keep:
-            self.kept = []
-        yield from kept
-        while block := self.file.read1(_BLOCK_SIZE):
-            if keep:
-                self.kept.append(block)
-            yield block
-
-
-def is_stream(path: str | os.PathLike) -> bool:
-    """Whether `path` is standard input or output (`-`), or names something that exists and is neither a regular file
-    nor a folder (a pipe, a device such as /dev/stdin or /dev/null): read or written once, as a stream."""
-    if str(path) == STANDARD_STREAM:
-        return True
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
-
-
-def _open_input(source: str) -> Path | _Stream:
-    """A file input as its path (opened when read), a stream input as a `_Stream`."""
-    if source == STANDARD_STREAM:
-        return _Stream(STDIN_NAME, sys.stdin.buffer)
-    if is_stream(source):
-        return _Stream(source, open(source, "rb"))  # read to its end, closed with the process
-    return Path(source)
-
-
-def _blocks(source: Path | _Stream, keep: bool = False) -> Iterator[bytes]:
-    if isinstance(source, _Stream):
-        yield from source.blocks(keep)
-        return
-    with source.open("rb") as file:
-        while block := file.read1(_BLOCK_SIZE):
-            yield block
-
-
-def _split_lines(blocks: Iterable[bytes], line_break: re.Pattern[bytes]) -> Iterator[bytes]:
-    """The lines of a stream of blocks, without their ends; a carriage return that ends a block is held back for the
-    next block, whose first byte may make it a CRLF line end."""
-    parts: list[bytes] = []
-    held = b""
-    for block in blocks:
-        block, held = held + block, b""
-        if block.endswith(b"\r"):
-            block, held = block[:-1], b"\r"
-        start = 0
-        for match in line_break.finditer(block):
-            yield b"".join([*parts, block[start : match.start()]])
-            parts, start = [], match.end()
-        parts.append(block[start:])
-    last = b"".join(parts) + held
-    if last:
-        end = line_break.search(last)  # only a held carriage return can be a line end here
-        yield last[: end.start()] if end else last
-
-
-def _lines(
-    source: Path | _Stream, line_break: re.Pattern[bytes] = _ANY_LINE_BREAK, keep: bool = False
-) -> Iterator[tuple[int, str]]:
-    """`(line number, line without its end)` of a UTF-8 input, read lazily; a bad byte is named by its line. `keep`:
-    a look at the start of a stream that leaves it to be read again (format detection)."""
-    for number, raw in enumerate(_split_lines(_blocks(source, keep), line_break), start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise DataFormatError(source, number, f"not valid UTF-8 (byte 0x{raw[error.start]:02x})") from None
-        yield number, line.removeprefix("\ufeff" if number == 1 else "")
-
-
-def read_text_documents(path: Path | _Stream, skip_bad_lines: bool) -> Iterator[Document]:
-    """A document per line; a blank line is an empty document, so that outputs line up with inputs."""
-    for number, line in _lines(path):
-        yield Document(number, text=line)
-
-
-def read_jsonl_documents(path: Path | _Stream, skip_bad_lines: bool) -> Iterator[Document]:
-    """A document per line: `{"text": ...}` (raw text) or `{"tokens": [...]}` (words); other fields pass through.
-    Blank lines are skipped, as in training data (`data.is_blank`)."""
-    for number, line in _lines(path):
-        if is_blank(line):
-            continue
-        try:
-            yield _jsonl_document(number, line)
-        except ValueError as error:
-            if not skip_bad_lines:
-                raise DataFormatError(path, number, f"{error} (--skip-bad-lines leaves such lines out)") from None
-            logger.warning(f"{path}:{number}: {error}; line left out (--skip-bad-lines)")
-            yield Document(number, skipped=True)
-
-
-def _jsonl_document(number: int, line: str) -> Document:
-    record = parse_json_line(line)
-    if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-    fields = {key: value for key, value in record.items() if key not in ("text", "tokens")}
-    if isinstance(record.get("text"), str):
-        return Document(number, text=record["text"], fields=fields)
-    tokens = record.get("tokens")
-    if isinstance(tokens, list) and all(isinstance(word, str) for word in tokens):
-        return Document(number, words=tokens, fields=fields)
-    if "text" in record:
-        raise ValueError(f"field 'text' is {type(record['text']).__name__}, not a string")
-    raise ValueError("no 'text' field (nor a 'tokens' list of words)")
-
-
-def read_word_documents(path: Path | _Stream, skip_bad_lines: bool) -> Iterator[Document]:
-    """A document per sentence of a CoNLL column file (the word in the first column; tags ignored)."""
-    words, first = [], None
-    for number, line in _lines(path, _NEWLINE):
-        columns = line.split()
-        if not columns or columns[0] == "-DOCSTART-":
-            if words:
-                yield Document(first, words=words)
-            words, first = [], None
-            continue
-        words.append(columns[0])
-        first = first or number
-    if words:
-        yield Document(first, words=words)
-
-
-def read_dataset_documents(source: str, skip_bad_lines: bool, tokens_column: str = "tokens") -> Iterator[Document]:
-    """A document per row of a `datasets` source (`NAME[:SPLIT]`), its words from `tokens_column`; rows are read
-    from the memory-mapped table one at a time."""
-    for row, record in enumerate(load_hf_dataset(source)):
-        yield Document(row + 1, words=list(record[tokens_column]))
-
-
-def read_brat_documents(path: Path, skip_bad_lines: bool) -> Iterator[Document]:
-    """A document per `.txt` file of a BRAT folder (searched recursively, in path order; `.ann` files there are not
-    read), named by its path in the folder, so that `--output-format brat` writes each `.ann` under the same name. A
-    single `.txt` file is one document. A byte-order mark stays in the text, since BRAT counts it in offsets."""
-    for file in _brat_texts(path):
-        name = file.relative_to(path).with_suffix("").as_posix() if path.is_dir() else file.stem
-        yield Document(1, text=read_utf8(file, keep_bom=True), name=name)
-
-
-def _brat_texts(path: Path) -> list[Path]:
-    return sorted(path.rglob(f"*{TEXT_SUFFIX}")) if path.is_dir() else [path]
-
-
-@dataclass(frozen=True)
-class InputFormat:
-    name: str
-    description: str
-    read: Callable[..., Iterator[Document]]
-
-
-INPUT_FORMATS: dict[str, InputFormat] = {
-    spec.name: spec
-    for spec in (
-        InputFormat("text", "plain text, a document per line (any length)", read_text_documents),
-        InputFormat(
-            "jsonl", 'JSON Lines with a "text" field (or "tokens"), other fields passed through', read_jsonl_documents
-        ),
-        InputFormat(
-            "conll", "a CoNLL column file: words in the first column, a sentence per block", read_word_documents
-        ),
-        InputFormat(
-            "hf", "a datasets folder or Hub dataset, NAME[:SPLIT], words in its tokens column", read_dataset_documents
-        ),
-        InputFormat("brat", "a folder of BRAT .txt documents, each a document of any length", read_brat_documents),
-        InputFormat(
-            "label-studio",
-            "a Label Studio JSON export or task list (.json), a document per task's text, other data fields kept",
-            lambda path, skip_bad_lines: _label_studio().read_task_documents(path, skip_bad_lines),
-        ),
-    )
-}
-
-
-@dataclass
-class Input:
-    """What a run reads: `source` as given, its `format` (detected for "auto") and what it is opened as (a path, a
-    `_Stream`, or the `datasets` source as a string)."""
-
-    source: str
-    format: str
-    opened: Path | _Stream | str
-
-    def documents(self, skip_bad_lines: bool = False) -> Iterator[Document]:
-        """The documents, lazily (a stream can be read once)."""
-        return INPUT_FORMATS[self.format].read(self.opened, skip_bad_lines)
-
-    def files(self) -> list[Path]:
-        """The local files the documents come from: none for a stream or a Hub dataset."""
-        if isinstance(self.opened, _Stream) or (self.format == "hf" and not Path(self.source).exists()):
-            return []
-        if self.format == "brat":
-            return _brat_texts(self.opened)
-        if self.format == "hf":
-            return sorted(path for path in Path(self.source).rglob("*") if path.is_file())
-        return [self.opened]
-
-
-def open_input(source: str | os.PathLike, data_format: str = "auto") -> Input:
-    """`source` in `data_format` ("auto": detected, see `detect_input_format`), checked to exist."""
-    source = str(source)
-    opened = _open_input(source)
-    name = _detect(source, opened) if data_format == "auto" else data_format
-    if name not in INPUT_FORMATS:
-        raise ValueError(f"unknown input format {name!r}; expected one of {tuple(INPUT_FORMATS)}")
-    if isinstance(opened, _Stream):
-        if name in ("hf", "brat"):
-            raise ValueError(f"--input {source} is a stream, which can hold text, jsonl or conll, not --format {name}")
-        return Input(source, name, opened)
-    if name == "brat" and opened.is_dir() and not _brat_texts(opened):
-        raise FileNotFoundError(_not_an_input_folder(opened))
-    found = opened.exists() if name == "brat" else opened.is_file()  # brat: a folder or one .txt
-    if name != "hf" and not found:
-        raise FileNotFoundError(f"{source}: no such file")
-    return Input(source, name, source if name == "hf" else opened)
-
-
-def detect_input_format(path: str | os.PathLike) -> str:
-    """`brat` for a folder of `.txt` files that is not a `datasets` folder, `hf` for a `datasets` source, `jsonl` for
-    .jsonl/.json, else `conll` if its first lines are `word ... TAG` columns, else `text`. Only the first 50 non-blank
-    lines are read, so detection costs nothing on a large corpus. Standard input (`-`), a pipe or a device is told
-    by its first lines; what detection reads of it is lost here (`open_input` keeps it for the reader)."""
-    return open_input(path).format
-
-
-def _detect(source: str, opened: Path | _Stream) -> str:
-    if isinstance(opened, _Stream):
-        return _format_of_lines(opened)
-    if _is_text_folder(opened):
-        return "brat"
-    if opened.is_dir() and not _is_datasets_folder(opened):
-        raise FileNotFoundError(_not_an_input_folder(opened))
-    name = detect_format(split_source(source)[0])
-    if name in ("hf", "jsonl", "label-studio"):
-        return name
-    return _format_of_lines(opened)
-
-
-def _format_of_lines(opened: Path | _Stream) -> str:
-    sample = list(islice((line for _, line in _lines(opened, keep=True) if line.strip()), 50))
-    tagged = [line for line in sample if line.split()[0] == "-DOCSTART-" or _is_tagged(line)]
-    return "conll" if sample and len(tagged) == len(sample) else "text"
-
-
-def _is_datasets_folder(path: Path) -> bool:
-    return any((path / marker).is_file() for marker in _DATASETS_MARKERS)
-
-
-def _is_text_folder(path: Path) -> bool:
-    return path.is_dir() and not _is_datasets_folder(path) and next(path.rglob(f"*{TEXT_SUFFIX}"), None) is not None
-
-
-def _not_an_input_folder(path: Path) -> str:
-    return (
-        f"{path} is a folder without {TEXT_SUFFIX} documents (BRAT texts), nor a datasets folder (one holding "
-        f"{' or '.join(_DATASETS_MARKERS)}); give a text, JSON Lines or CoNLL file, a folder of {TEXT_SUFFIX} files, "
-        "a datasets folder, or - for standard input"
-    )
-
-
-def _is_tagged(line: str) -> bool:
-    columns = line.split()
-    return len(columns) >= 2 and bool(_TAG.match(columns[-1]))
-
-
-def read_documents(source: str, data_format: str = "auto", skip_bad_lines: bool = False) -> Iterator[Document]:
-    """The documents of `source` in `data_format` ("auto": `detect_input_format`), lazily."""
-    return open_input(source, data_format).documents(skip_bad_lines)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Output
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def word_entities(document: Document, entities: Sequence[Mapping]) -> list[dict]:
-    """The pipeline's character-offset entities as `predict`'s word-offset ones (`type`, `start`, `end`, `text`,
-    `score`, and `fragments` for a discontinuous one), over the document's words; the inverse of
-    `text_utils.character_entity`."""
-    text, spans = document.as_text()
-    starts, ends = [start for start, _ in spans], [end for _, end in spans]
-    words = document.words if document.words is not None else [text[start:end] for start, end in spans]
-
-    def word_span(start: int, end: int) -> tuple[int, int]:
-        return bisect_right(starts, start) - 1, bisect_left(ends, end) + 1
-
-    converted = []
-    for entity in entities:
-        fragments = [word_span(f["start"], f["end"]) for f in entity.get("fragments") or [entity]]
-        converted.append(
-            {
-                "type": entity["entity_group"],
-                "start": fragments[0][0],
-                "end": fragments[-1][1],
-                "text": FRAGMENT_SEPARATOR.join(" ".join(words[first:end]) for first, end in fragments),
-                "score": entity["score"],
-            }
-        )
-        if len(fragments) > 1:
-            converted[-1]["fragments"] = [list(fragment) for fragment in fragments]
-    return converted
-
-
-def write_jsonl(document: Document, entities: Sequence[Mapping]) -> str:
-    """Text input: `{..., "text", "entities"}` with the pipeline's character offsets. Word input: `{..., "tokens",
-    "entities"}` with word offsets (`lightner.data`'s JSON Lines, readable back). Predictions replace any input
-    `entities` field."""
-    if document.words is not None:
-        record = {**document.fields, "tokens": document.words, "entities": word_entities(document, entities)}
-    else:
-        record = {**document.fields, "text": document.text, "entities": list(entities)}
-    return json.dumps(record, ensure_ascii=False) + "\n"
-
-
-def write_conll(document: Document, entities: Sequence[Mapping]) -> str:
-    """`word<TAB>tag` lines in IOB2 and a blank line (text input is split into words as the pipeline splits it).
-
-    BIO tags cannot hold overlapping or discontinuous entities: of an overlap the higher-scoring entity is kept, a
-    discontinuous entity is left out, and either is logged with the document's line (JSON Lines and BRAT keep all)."""
-    text, spans = document.as_text()
-    words = document.words if document.words is not None else [text[start:end] for start, end in spans]
-    kept: list[Span] = []
-    converted = word_entities(document, entities)
-    for entity in sorted(converted, key=lambda e: -e["score"]):
-        fits = all(entity["end"] <= span.start or span.end <= entity["start"] for span in kept)
-        if fits and "fragments" not in entity:
-            kept.append(Span(entity["start"], entity["end"], entity["type"]))
-    if len(kept) < len(converted):
-        logger.warning(
-            f"line {document.line}: {len(converted) - len(kept)} overlapping or discontinuous entities cannot be "
-            "written as CoNLL tags and were left out (--output-format jsonl or brat keeps them)"
-        )
-    tags = tags_from_spans(kept, len(words), scheme="IOB2")
-    return "".join(f"{word}\t{tag}\n" for word, tag in zip(words, tags)) + "\n"
-
-
-def write_spacy(document: Document, entities: Sequence[Mapping]) -> str:
-    """spaCy's `{"text", "ents": [{"start", "end", "label"}]}` with character offsets (word input: the words joined
-    by spaces), one per line: each line is what `displacy.render(..., style="ent", manual=True)` takes. A
-    discontinuous entity is drawn as the one span around its fragments, since displaCy has no fragments."""
-    text, _ = document.as_text()
-    ents = [{"start": e["start"], "end": e["end"], "label": e["entity_group"]} for e in entities]
-    return json.dumps({"text": text, "ents": ents}, ensure_ascii=False) + "\n"
-
-
-def write_brat_files(document: Document, entities: Sequence[Mapping]) -> dict[str, str]:
-    """BRAT standoff: the document's text (`.txt`; word input: the words joined by spaces) and its entities
-    (`.ann`): a `T` line each, a discontinuous one with all its fragments (`T1<TAB>ADR 10 16;27 31<TAB>muscle pain`),
-    and its score as an `AnnotatorNotes` line."""
-    text, _ = document.as_text()
-    annotated = (
-        (
-            entity["entity_group"],
-            [(f["start"], f["end"]) for f in entity.get("fragments") or [entity]],
-            entity["score"],
-        )
-        for entity in entities
-    )
-    return {TEXT_SUFFIX: text, ANN_SUFFIX: annotation_file(annotated, text)}
-
-
-@dataclass(frozen=True)
-class OutputFormat:
-    """An output format: `write(document, entities)` is the text of one document (the pipeline's entities) in the
-    output file, or, for a `folder` format, the document's files as `{suffix: text}`."""
-
-    name: str
-    description: str
-    write: Callable[[Document, Sequence[Mapping]], str | dict[str, str]]
-    folder: bool = False
-    # Turns the finished file into its final form (Label Studio's JSON list); such a format cannot go to a stream.
-    finish: Callable[[Path], None] | None = None
-
-
-OUTPUT_FORMATS: dict[str, OutputFormat] = {
-    spec.name: spec
-    for spec in (
-        OutputFormat("jsonl", "JSON Lines: character offsets for text, word offsets for words", write_jsonl),
-        OutputFormat("conll", "CoNLL: word<TAB>IOB2 tag, a blank line after each document", write_conll),
-        OutputFormat("spacy", 'spaCy/displaCy JSON Lines: {"text", "ents": [{"start", "end", "label"}]}', write_spacy),
-        OutputFormat(
-            "brat",
-            "BRAT standoff, --output a folder: NAME.txt and NAME.ann per document (NAME: a BRAT input's file name, a "
-            "JSON Lines `id`, else doc-LINE), discontinuous entities with all their fragments",
-            write_brat_files,
-            folder=True,
-        ),
-        OutputFormat(
-            "label-studio",
-            "Label Studio tasks with predictions (a JSON list to import; a region per entity with its score, a task "
-            "score)",
-            lambda document, entities: _label_studio().task_line(document, entities),
-            finish=lambda path: _label_studio().finish_task_file(path),
-        ),
-    )
-}
-
-
-def _label_studio():
-    from . import label_studio  # it builds on this module
-
-    return label_studio
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -646,13 +174,13 @@ def run_prediction(run: PredictionRun, pipeline, state=None) -> dict[str, int]:
         raise ValueError(f"unknown output format {run.output_format!r}; expected one of {tuple(OUTPUT_FORMATS)}")
     output_format = OUTPUT_FORMATS[run.output_format]
     source = open_input(run.source, run.input_format)
-    if world > 1 and isinstance(source.opened, _Stream):
+    if world > 1 and isinstance(source.opened, Stream):
         raise ValueError(f"--input {run.source} is a stream, which several processes cannot each read; give a file")
     check_paths(run, source)
     resumable = not is_stream(run.output)
-    if output_format.folder and not resumable:
+    if output_format.folder_output and not resumable:
         raise ValueError(f"--output-format {output_format.name} writes a folder, not to {run.output}")
-    if output_format.finish and not resumable:
+    if output_format.finish_output and not resumable:
         raise ValueError(f"--output-format {output_format.name} writes a file it completes at the end; name a file")
     if run.resume and not resumable:
         raise ValueError(
@@ -704,8 +232,8 @@ def run_prediction(run: PredictionRun, pipeline, state=None) -> dict[str, int]:
     if main:
         if resumable:
             Progress.path(run.output).unlink(missing_ok=True)
-        if output_format.finish is not None:
-            output_format.finish(run.output)
+        if output_format.finish_output is not None:
+            output_format.finish_output(run.output)
         if run.html is not None:
             from .render import render_html
 
@@ -875,8 +403,8 @@ class StreamOutput:
     no lock, no fsync, no size to resume from.
     """
 
-    def __init__(self, path: Path, output_format: OutputFormat, progress: Progress):
-        self.write = output_format.write
+    def __init__(self, path: Path, output_format: Format, progress: Progress):
+        self.write = output_format.write_document
         self.durable = not is_stream(path)
         if not self.durable:
             self.file = _open_stream_output(path)
@@ -948,7 +476,7 @@ class FolderOutput:
     when it holds the document's text and refused otherwise.
     """
 
-    def __init__(self, folder: Path, output_format: OutputFormat, progress: Progress):
+    def __init__(self, folder: Path, output_format: Format, progress: Progress):
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{folder} is a file; --output-format {output_format.name} writes a folder")
         folder.mkdir(parents=True, exist_ok=True)  # a folder a new run refuses below existed already
@@ -965,7 +493,7 @@ class FolderOutput:
         except BaseException:
             self.close()
             raise
-        self.folder, self.write = folder, output_format.write
+        self.folder, self.write = folder, output_format.write_document
         self.lines: dict[str, int] = {}  # name -> input line, to refuse two documents of one name
 
     def add(self, document: Document, entities: Sequence[Mapping]) -> None:
@@ -1001,10 +529,10 @@ def _write_whole(path: Path, content: str) -> None:
     os.replace(temporary, path)
 
 
-def open_output(path: Path, output_format: OutputFormat, progress: Progress) -> StreamOutput | FolderOutput:
+def open_output(path: Path, output_format: Format, progress: Progress) -> StreamOutput | FolderOutput:
     """Where a run writes: a file, or a folder for a folder format, continued from `progress`. A new run drops the
     progress file of an earlier one once its output is open and locked (an output refused keeps it)."""
-    output = (FolderOutput if output_format.folder else StreamOutput)(path, output_format, progress)
+    output = (FolderOutput if output_format.folder_output else StreamOutput)(path, output_format, progress)
     if progress.documents == 0 and not is_stream(path):
         Progress.path(path).unlink(missing_ok=True)
     return output
@@ -1028,26 +556,16 @@ def _progress_bar(run: PredictionRun, done: int):
 
 
 __all__ = [
-    "INPUT_FORMATS",
     "OUTPUT_FORMATS",
-    "Document",
     "FolderOutput",
-    "InputFormat",
-    "OutputFormat",
     "PredictionRun",
     "Progress",
     "StreamOutput",
     "InputFingerprint",
-    "Input",
     "STANDARD_STREAM",
     "check_paths",
-    "detect_input_format",
-    "is_stream",
     "document_name",
-    "open_input",
     "open_output",
     "skip_done",
-    "read_documents",
     "run_prediction",
-    "word_entities",
 ]

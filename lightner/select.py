@@ -148,7 +148,7 @@ def select_documents(
     """`lightner select`: the `k` documents of `source` to label next under `strategy`, written to `output` by its
     suffix (`.json`: Label Studio tasks with the model's pre-annotations, or none with `random` and no model;
     `.jsonl`: the documents' JSON Lines with their `uncertainty`; else plain text). Returns how many were written."""
-    from .predict import read_documents
+    from .formats import read_documents
     from .text_utils import split_words
 
     documents = [document for document in read_documents(source, input_format) if not document.skipped]
@@ -168,7 +168,7 @@ def select_documents(
 def _selection_text(documents, scores: Sequence[float], output: Path, model) -> str:
     import json
 
-    from .label_studio import task_with_prediction
+    from .formats.label_studio import task_with_prediction
 
     suffix = output.suffix.lower()
     if suffix == ".json":

@@ -37,11 +37,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from lightner.configuration_lightner import backbone_shape_mismatches
-from lightner.hub_lightner import ADAPTER_WEIGHTS_NAME, load_adapter_config, read_adapter_file
-from lightner.modeling_lightner import LABEL_WORD_WEIGHTS_NAME, LightNerModel
-from lightner.tokenization_utils import EncodedSentence, collate, encode_sentences, encode_target
-
 from .arguments import ENTITY_SHAPE_CHOICES, TRAINING_ARGS_NAME, LightNerTrainingArguments
 from .checkpointing import (
     LEARNING_CURVE_NAME,
@@ -56,18 +51,13 @@ from .checkpointing import (
     restore_checkpoint,
     save_checkpoint,
 )
-from .data import (
-    DataFormatError,
-    Sentence,
-    data_name,
-    describe_counts,
-    is_discontinuous,
-    is_hub_dataset,
-    load_sentences,
-    split_source,
-    type_counts,
-)
+from .configuration_lightner import backbone_shape_mismatches
+from .data import DataFormatError, Sentence, describe_counts, is_discontinuous, type_counts
 from .evaluation import cpu_process_group, evaluate_sentences, write_results
+from .formats import data_name, is_hub_dataset, load_sentences, split_source
+from .hub_lightner import ADAPTER_WEIGHTS_NAME, load_adapter_config, read_adapter_file
+from .modeling_lightner import LABEL_WORD_WEIGHTS_NAME, LightNerModel
+from .tokenization_utils import EncodedSentence, collate, encode_sentences, encode_target
 
 logger = get_logger(__name__)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from lightner.data import read_conll  # noqa: E402
+from lightner.formats import read_conll  # noqa: E402
 from lightner.text_utils import split_words  # noqa: E402
 
 DEBIAN_PACKAGES = ("wordnet-base", "debian-handbook", "python3.11-doc")

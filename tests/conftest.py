@@ -36,7 +36,7 @@ REFUSE_PROJECT_IMPORTS = """
 import sys
 
 PROJECT = {"lightner", "modeling_lightner", "configuration_lightner", "tokenization_utils", "pipeline_lightner"}
-PROJECT |= {"text_utils", "generation_lightner", "hub_lightner"}
+PROJECT |= {"text_utils", "generation_lightner", "hub_lightner", "quantization_lightner"}
 
 
 class RefuseProjectImports:

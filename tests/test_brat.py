@@ -1,26 +1,15 @@
-"""The BRAT standoff reader and writer (`lightner.brat`), on a small corpus written here."""
+"""The BRAT standoff reader and writer (`lightner.formats.brat`), on a small corpus written here."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pytest
 
-from lightner.brat import read_brat, write_brat
-from lightner.data import (
-    DataFormatError,
-    DiscontinuousSpan,
-    ReadOptions,
-    Sentence,
-    Span,
-    detect_format,
-    read_jsonl,
-    read_sentences,
-    read_words,
-    write_predictions,
-    write_sentences,
-)
+from lightner.data import DataFormatError, DiscontinuousSpan, Sentence, Span
+from lightner.formats import ReadOptions, detect_format, read_jsonl, read_sentences, write_jsonl, write_sentences
+from lightner.formats.brat import read_brat, write_brat
+from lightner.formats.jsonl import _span_from_json
 
 # Two lines, then a line that one entity continues onto the next ("skin\nrash" is one mention).
 TEXT = "I had muscle and joint pain after Lipitor.\nMy legs were weak and sore.\nDry skin\nrash appeared.\n"
@@ -79,7 +68,7 @@ def test_the_format_table_detects_and_reads_brat(tmp_path):
     sentences = read_sentences(tmp_path / "corpus")
     assert len(sentences) == 4 and sentences[0].words == ["Lipitor", "."]  # documents in path order
     assert read_sentences(ann) == sentences[1:]
-    assert read_words(ann)[0][:3] == ["I", "had", "muscle"]
+    assert read_brat(ann)[0].words[:3] == ["I", "had", "muscle"]
 
 
 def test_writer_round_trips_and_refuses_words_that_would_not_read_back(tmp_path):
@@ -97,7 +86,7 @@ def test_writer_round_trips_and_refuses_words_that_would_not_read_back(tmp_path)
     assert not (tmp_path / "bad.ann").exists()
 
 
-def test_predictions_are_written_as_brat_and_as_json_lines(tmp_path):
+def test_scored_entities_are_written_as_brat_and_read_back(tmp_path):
     words = [["I", "had", "muscle", "and", "joint", "pain"], ["Lipitor"]]
     predictions = [
         [
@@ -106,7 +95,9 @@ def test_predictions_are_written_as_brat_and_as_json_lines(tmp_path):
         ],
         [{"type": "DRUG", "start": 0, "end": 1, "text": "Lipitor", "score": 0.5}],
     ]
-    write_predictions(words, predictions, tmp_path / "out" / "pred.ann")
+    labelled = [Sentence(w, [_span_from_json(e) for e in p]) for w, p in zip(words, predictions)]
+    scores = [{_span_from_json(e): e["score"] for e in p} for p in predictions]
+    write_brat(labelled, tmp_path / "out" / "pred.ann", scores)
     assert (tmp_path / "out" / "pred.txt").read_text() == "I had muscle and joint pain\nLipitor\n"
     assert (tmp_path / "out" / "pred.ann").read_text() == (
         "T1\tADR 6 12;23 27\tmuscle pain\n#1\tAnnotatorNotes T1\tscore 0.9100\n"
@@ -118,9 +109,7 @@ def test_predictions_are_written_as_brat_and_as_json_lines(tmp_path):
         [DiscontinuousSpan(2, 6, "ADR", ((2, 3), (5, 6))), Span(4, 6, "ADR")],
         [Span(0, 1, "DRUG")],
     ]
-    write_predictions(words, predictions, tmp_path / "pred.jsonl")
-    lines = (tmp_path / "pred.jsonl").read_text(encoding="utf-8").splitlines()
-    assert json.loads(lines[1]) == {"tokens": ["Lipitor"], "entities": predictions[1]}  # as `predict` gave them
+    write_jsonl(labelled, tmp_path / "pred.jsonl")
     assert [s.entities for s in read_jsonl(tmp_path / "pred.jsonl")] == [s.entities for s in read]
 
 
@@ -176,7 +165,7 @@ def test_a_byte_order_mark_counts_in_the_offsets_as_brat_counts_it(tmp_path):
 def test_skip_misaligned_leaves_out_and_counts_what_does_not_fit_the_words(tmp_path, caplog):
     ann = "T1\tADR 6 9\tmus\nT2\tDRUG 34 41\tLipitor\nT3\tADR 6 12\tjoint\n"
     path = write_document(tmp_path, ann=ann)
-    with caplog.at_level(logging.WARNING, logger="lightner.brat"):
+    with caplog.at_level(logging.WARNING, logger="lightner.formats.brat"):
         sentences = read_brat(path, skip_misaligned=True)
     assert sentences[0].entities == [Span(7, 8, "DRUG")]
     assert (

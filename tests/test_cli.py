@@ -29,8 +29,8 @@ from conftest import REPO_ROOT, save_tiny_backbone, shared_path
 from lightner.arguments import LightNerTrainingArguments
 from lightner.checkpointing import latest_checkpoint
 from lightner.cli import _training_runs, build_parser, evaluation_output, main
-from lightner.data import read_conll, write_conll
 from lightner.evaluation import evaluate_sentences
+from lightner.formats import read_conll, write_conll
 from lightner.modeling_lightner import LightNerModel
 from lightner.train import INTERRUPTED_EXIT_CODE
 
@@ -561,8 +561,8 @@ def test_a_broken_or_foreign_config_file_is_named(workspace, tmp_path, capsys):
 
 
 def test_predict_quantize_loads_an_int8_backbone(trained, workspace, tmp_path, monkeypatch):
-    from lightner.hub_lightner import is_quantized
     from lightner.modeling_lightner import LightNerModel
+    from lightner.quantization_lightner import is_quantized
 
     loaded = []
     original = LightNerModel.from_pretrained.__func__

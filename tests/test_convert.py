@@ -472,7 +472,7 @@ CONLL_TEXT = (
 
 def test_conll_jsonl_and_datasets_round_trip_every_sentence(tmp_path):
     from lightner.convert.convert_data import convert_data
-    from lightner.data import read_conll
+    from lightner.formats import read_conll
 
     (tmp_path / "in.txt").write_bytes(CONLL_TEXT.encode())
     original = read_conll(tmp_path / "in.txt")
@@ -487,7 +487,8 @@ def test_conll_jsonl_and_datasets_round_trip_every_sentence(tmp_path):
 
 def test_what_a_format_cannot_hold_is_reported_not_dropped_silently(tmp_path, capsys):
     from lightner.convert.convert_data import main
-    from lightner.data import Sentence, read_jsonl, write_jsonl
+    from lightner.data import Sentence
+    from lightner.formats import read_jsonl, write_jsonl
 
     sentences = [
         Sentence(["Bank", "of", "New", "York"], [(0, 4, "ORG"), (2, 4, "LOC"), (3, 4, "LOC")]),
@@ -512,7 +513,8 @@ def test_data_converter_errors_name_the_problem(tmp_path, capsys):
     from datasets import DatasetDict
 
     from lightner.convert.convert_data import main
-    from lightner.data import Sentence, to_hf_dataset
+    from lightner.data import Sentence
+    from lightner.formats import to_hf_dataset
 
     (tmp_path / "bad.txt").write_text("EU\tB-ORG\nrejects\tX-BAD\n")
     assert main([str(tmp_path / "bad.txt"), str(tmp_path / "out.jsonl")]) == 1
@@ -526,7 +528,7 @@ def test_data_converter_errors_name_the_problem(tmp_path, capsys):
 
 def test_the_conll_test_set_converts_without_loss(tmp_path):
     from lightner.convert.convert_data import convert_data
-    from lightner.data import read_conll
+    from lightner.formats import read_conll
 
     source = shared_path("data", "lightner", "conll2003", "test.txt")
     report = convert_data(source, tmp_path / "test.jsonl")

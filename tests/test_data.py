@@ -13,15 +13,20 @@ from seqeval.metrics.sequence_labeling import get_entities
 
 from conftest import shared_path
 from lightner.data import (
-    FORMATS,
-    LABELLED_FORMATS,
     DataFormatError,
-    ReadOptions,
     Sentence,
     Span,
+    entity_types,
+    sample_k_shot,
+    spans_from_tags,
+    tags_from_spans,
+)
+from lightner.formats import (
+    FORMATS,
+    LABELLED_FORMATS,
+    ReadOptions,
     data_name,
     detect_format,
-    entity_types,
     from_hf_dataset,
     is_hub_dataset,
     load_sentences,
@@ -29,11 +34,7 @@ from lightner.data import (
     read_jsonl,
     read_sentences,
     read_text,
-    read_words,
-    sample_k_shot,
-    spans_from_tags,
     split_source,
-    tags_from_spans,
     to_hf_dataset,
     write_conll,
     write_jsonl,
@@ -400,24 +401,24 @@ def test_one_format_table_detects_reads_and_writes(tmp_path):
         read_sentences(tmp_path / "out.txt", "text")
 
 
-def test_words_to_tag_fall_back_to_plain_text_and_keep_line_numbers(tmp_path):
+def test_plain_text_and_conll_keep_line_numbers(tmp_path):
     text = write_bytes(tmp_path, "raw.txt", "EU rejects German call.\n\nPeter Blackburn\n")
-    assert read_words(text) == [["EU", "rejects", "German", "call", "."], [], ["Peter", "Blackburn"]]
+    assert [s.words for s in read_text(text)] == [["EU", "rejects", "German", "call", "."], [], ["Peter", "Blackburn"]]
     assert [s.line for s in read_text(text)] == [1, 2, 3]
     with pytest.raises(DataFormatError, match=r"raw\.txt:1: invalid tag"):
-        read_words(text, "conll")
+        read_conll(text)
     conll = write_bytes(tmp_path, "two.conll", "-DOCSTART- O\n\nEU B-ORG\n\nPeter B-PER\nBlackburn I-PER\n")
     assert [s.line for s in read_conll(conll)] == [3, 5]
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"fine\nnot \xff utf-8\n")
     with pytest.raises(DataFormatError, match=r"bad\.txt:2: not valid UTF-8"):
-        read_words(bad)
+        read_text(bad)
 
 
 def test_plain_text_lines_end_where_pythons_universal_newlines_end_them(tmp_path):
     """A lone carriage return (old Mac line ends) ends a line, as in `open()`; it is not dropped from the words."""
     text = write_bytes(tmp_path, "mac.txt", "EU rejects\rGerman call\r\nPeter\n")
-    assert read_words(text) == [["EU", "rejects"], ["German", "call"], ["Peter"]]
+    assert [s.words for s in read_text(text)] == [["EU", "rejects"], ["German", "call"], ["Peter"]]
     assert [s.line for s in read_text(text)] == [1, 2, 3]
 
 

@@ -11,17 +11,8 @@ import torch
 
 from conftest import REPO_ROOT, byte_level_tokenizer, save_tiny_backbone
 from lightner.configuration_lightner import ENTITY_SHAPES, LightNerConfig
-from lightner.data import (
-    DataFormatError,
-    DiscontinuousSpan,
-    Sentence,
-    Span,
-    load_sentences,
-    make_span,
-    read_jsonl,
-    write_conll,
-    write_jsonl,
-)
+from lightner.data import DataFormatError, DiscontinuousSpan, Sentence, Span, make_span
+from lightner.formats import load_sentences, read_jsonl, write_conll, write_jsonl
 from lightner.metrics import span_f1
 from lightner.modeling_lightner import LightNerModel
 from lightner.tokenization_utils import (

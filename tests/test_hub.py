@@ -212,7 +212,9 @@ def test_push_to_hub_sends_only_the_adapter_folder(news, hub_uploads):
     assert hub_uploads["repo"] == hub_uploads["upload_repo"] == "someone/lightner-news" and hub_uploads["private"]
     assert hub_uploads["commit_message"] == "Upload LightNER adapter"
     assert {"config.json", "model.safetensors", "modeling_lightner.py", "README.md"} <= set(hub_uploads["files"])
-    assert {"generation_lightner.py", "hub_lightner.py", "pipeline_lightner.py"} <= set(hub_uploads["files"])
+    assert {"generation_lightner.py", "hub_lightner.py", "quantization_lightner.py", "pipeline_lightner.py"} <= set(
+        hub_uploads["files"]
+    )
     assert not any(name.endswith((".bin", ".pt", ".pth")) or "backbone" in name for name in hub_uploads["files"])
     adapter_bytes = sum(t.numel() * 4 for t in news.adapter_state_dict().values())
     assert adapter_bytes <= hub_uploads["files"]["model.safetensors"] <= adapter_bytes + 2048

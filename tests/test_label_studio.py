@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightner.data import DataFormatError, Sentence, Span, detect_format, load_sentences, write_sentences
-from lightner.label_studio import labelling_config, read_label_studio, task_with_prediction
+from lightner.data import DataFormatError, Sentence, Span
+from lightner.formats import detect_format, load_sentences, write_sentences
+from lightner.formats.label_studio import labelling_config, read_label_studio, task_with_prediction
 from lightner.label_studio_backend import make_backend, parse_labelling_config
 from lightner.modeling_lightner import LightNerModel
 from lightner.pipeline_lightner import LightNerPipeline

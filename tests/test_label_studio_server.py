@@ -25,8 +25,8 @@ import pytest
 import torch
 
 from conftest import REQUIRE_SHARED
-from lightner.data import load_sentences
-from lightner.label_studio import labelling_config
+from lightner.formats import load_sentences
+from lightner.formats.label_studio import labelling_config
 from lightner.label_studio_backend import make_backend
 from lightner.modeling_lightner import LightNerModel
 from lightner.pipeline_lightner import LightNerPipeline

@@ -15,8 +15,8 @@ import torch
 from transformers import AutoTokenizer, BartConfig, BartModel
 
 from conftest import REPO_ROOT, shared_path
-from lightner.data import read_conll, write_jsonl
 from lightner.evaluation import evaluate_sentences
+from lightner.formats import read_conll, write_jsonl
 from lightner.hub_lightner import load_backbone
 from lightner.modeling_lightner import LightNerModel
 from lightner.train import LightNerTrainingArguments, train

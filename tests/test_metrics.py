@@ -12,7 +12,8 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from seqeval.scheme import IOB2
 
 from conftest import REPO_ROOT, shared_path
-from lightner.data import Span, read_conll, tags_from_spans
+from lightner.data import Span, tags_from_spans
+from lightner.formats import read_conll
 from lightner.metrics import format_table, span_f1
 
 SPAN_F1_DIR = Path(REPO_ROOT, "lightner", "span_f1")

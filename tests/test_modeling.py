@@ -248,7 +248,7 @@ def test_loading_refuses_a_corrupted_or_mismatched_adapter(model, tmp_path):
 
 def test_learning_a_few_real_sentences_reaches_f1_one(real_tokenizer, tmp_path):
     """With the backbone frozen, prompts and label-word weights alone fit 8 CoNLL-2003 sentences exactly."""
-    from lightner.data import read_conll
+    from lightner.formats import read_conll
 
     sentences = [s for s in read_conll(shared_path("data", "lightner", "conll2003", "train.txt")) if s.entities]
     sentences = [s for s in sentences if len(s.words) < 25][:8]

@@ -18,6 +18,7 @@ HUB_FILES = (
     "configuration_lightner.py",
     "generation_lightner.py",
     "hub_lightner.py",
+    "quantization_lightner.py",
     "tokenization_utils.py",
     "pipeline_lightner.py",
     "text_utils.py",
@@ -64,3 +65,10 @@ def test_the_wheel_installs_one_package_and_no_generic_top_level_name(tmp_path):
     assert top_level == {"lightner"}
     for name in (*HUB_FILES, "convert/deepke_to_lightner.py", "span_f1/span_f1.py"):
         assert f"lightner/{name}" in names, name
+
+
+def test_the_command_line_and_the_format_table_import_no_torch():
+    """`lightner --help` builds its choices from the format table: importing it must stay cheap (no torch)."""
+    script = "import sys, lightner.cli, lightner.formats; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

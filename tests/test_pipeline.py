@@ -10,7 +10,7 @@ import torch
 from transformers.pipelines.token_classification import AggregationStrategy
 
 from conftest import run_without_project, shared_path
-from lightner.data import read_conll
+from lightner.formats import read_conll
 from lightner.modeling_lightner import LightNerModel
 from lightner.pipeline_lightner import LightNerPipeline
 from lightner.render import render_html

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import model_with_strong_prompts, save_tiny_backbone
-from lightner.hub_lightner import is_quantized, quantize_backbone
 from lightner.modeling_lightner import LightNerModel
+from lightner.quantization_lightner import is_quantized, quantize_backbone
 from lightner.tokenization_utils import collate, encode_sentences, encode_target
 
 TYPES = ["PER", "LOC", "ORG"]
@@ -104,7 +104,7 @@ def _batch(model, sentences, entities):
 @pytest.mark.parametrize("asymmetric", [False, True])
 def test_int8_linear_rows_are_independent_and_close_to_float(asymmetric):
     """A row's int8 result is the same alone or in any batch (bit for bit), and close to the float layer's."""
-    from lightner.hub_lightner import Int8Linear
+    from lightner.quantization_lightner import Int8Linear
 
     torch.manual_seed(0)
     linear = torch.nn.Linear(256, 64)
@@ -120,7 +120,7 @@ def test_int8_linear_rows_are_independent_and_close_to_float(asymmetric):
 
 def test_asymmetric_inputs_halve_the_error_on_activation_outputs():
     """GELU outputs are at least -0.17: a zero point uses all 256 levels where the symmetric range wastes half."""
-    from lightner.hub_lightner import Int8Linear
+    from lightner.quantization_lightner import Int8Linear
 
     torch.manual_seed(0)
     linear = torch.nn.Linear(1024, 256)

@@ -15,10 +15,11 @@ import torch
 
 from conftest import REPO_ROOT
 from lightner.cli import main
-from lightner.data import DataFormatError, read_conll
+from lightner.data import DataFormatError
+from lightner.formats import OUTPUT_FORMATS, detect_input_format, read_conll
 from lightner.modeling_lightner import LightNerModel
 from lightner.pipeline_lightner import LightNerPipeline
-from lightner.predict import OUTPUT_FORMATS, PredictionRun, Progress, detect_input_format, run_prediction
+from lightner.predict import PredictionRun, Progress, run_prediction
 
 TYPES = ["PER", "LOC", "ORG"]
 LINES = [
@@ -142,22 +143,22 @@ def test_interrupted_run_resumed_writes_each_document_once(tmp_path, ner, monkey
     source = corpus(tmp_path, lines)
     complete = predict(tmp_path, ner, source, batch_size=1, output=tmp_path / "complete.jsonl").read_bytes()
 
-    real_write, written = OUTPUT_FORMATS["jsonl"].write, []
+    real, written = OUTPUT_FORMATS["jsonl"], []
 
     def dying_write(document, entities):
         if len(written) == 6:  # chunks are 4 documents: the second chunk is half written
             raise KeyboardInterrupt
         written.append(document.line)
-        return real_write(document, entities)
+        return real.write_document(document, entities)
 
-    monkeypatch.setitem(OUTPUT_FORMATS, "jsonl", OUTPUT_FORMATS["jsonl"].__class__("jsonl", "", dying_write))
+    monkeypatch.setitem(OUTPUT_FORMATS, "jsonl", dataclasses.replace(real, write_document=dying_write))
     output = tmp_path / "resumed.jsonl"
     with pytest.raises(KeyboardInterrupt):
         predict(tmp_path, ner, source, batch_size=1, output=output)
     first_chunk = b"".join(complete.splitlines(keepends=True)[:4])
     progress = Progress.read(output)
     assert len(records(output)) == 6 and (progress.documents, progress.output_bytes) == (4, len(first_chunk))
-    monkeypatch.setitem(OUTPUT_FORMATS, "jsonl", OUTPUT_FORMATS["jsonl"].__class__("jsonl", "", real_write))
+    monkeypatch.setitem(OUTPUT_FORMATS, "jsonl", real)
     predict(tmp_path, ner, source, batch_size=1, output=output, resume=True)
     assert output.read_bytes() == complete
 
@@ -275,7 +276,7 @@ class FixedPipeline:
 
 
 def test_brat_output_reads_back_with_every_fragment(tmp_path):
-    from lightner.brat import parse_ann, read_brat
+    from lightner.formats.brat import parse_ann, read_brat
 
     source = corpus(tmp_path, [ADR_TEXT, "nothing here"])
     pipeline = FixedPipeline(lambda text: ADR_ENTITIES if text == ADR_TEXT else [])
@@ -357,9 +358,9 @@ def test_brat_output_interrupted_and_resumed_gives_the_files_of_one_run(tmp_path
         if len(written) == 6:  # chunks are 4 documents: the second chunk is half written
             raise KeyboardInterrupt
         written.append(document.line)
-        return real.write(document, entities)
+        return real.write_document(document, entities)
 
-    monkeypatch.setitem(OUTPUT_FORMATS, "brat", real.__class__("brat", "", dying_write, folder=True))
+    monkeypatch.setitem(OUTPUT_FORMATS, "brat", dataclasses.replace(real, write_document=dying_write))
     output = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         predict(tmp_path, pipeline, source, batch_size=1, output_format="brat", output=output)
@@ -382,7 +383,7 @@ def test_word_input_keeps_fragments_and_conll_says_what_it_leaves_out(tmp_path, 
     assert record["entities"][0] == {
         "type": "ADR", "start": 2, "end": 6, "text": "muscle pain", "score": 0.9, "fragments": [[2, 3], [5, 6]],
     }  # fmt: skip
-    from lightner.data import read_jsonl
+    from lightner.formats import read_jsonl
 
     (sentence,) = read_jsonl(tmp_path / "words.jsonl")  # readable back as data, fragments and all
     assert [(e.type, e.fragments) for e in sentence.entities] == [("ADR", ((2, 3), (5, 6))), ("ADR", ((8, 10),))]
@@ -442,9 +443,9 @@ def interrupt_after(monkeypatch, output_format: str, documents: int) -> None:
         if len(written) == documents:
             raise KeyboardInterrupt
         written.append(document.line)
-        return real.write(document, entities)
+        return real.write_document(document, entities)
 
-    monkeypatch.setitem(OUTPUT_FORMATS, output_format, dataclasses.replace(real, write=dying_write))
+    monkeypatch.setitem(OUTPUT_FORMATS, output_format, dataclasses.replace(real, write_document=dying_write))
 
 
 def test_resume_refuses_a_changed_input_or_other_options_naming_what_changed(tmp_path, monkeypatch, caplog):
@@ -549,9 +550,9 @@ def test_lone_carriage_returns_end_lines_as_pythons_universal_newlines_do(tmp_pa
     jsonl.write_bytes(b'{"text": "a"}\r{"text": "b"}\r')
     assert [r["text"] for r in records(predict(tmp_path, pipeline, jsonl))] == ["a", "b"]
     # A "\r\n" that falls between two blocks of the file is one line end, not two.
-    from lightner.predict import _ANY_LINE_BREAK, _split_lines
+    from lightner.formats.base import ANY_LINE_BREAK, split_lines
 
-    assert list(_split_lines([b"a\r", b"\nb\r", b"c\r\n", b"d\r"], _ANY_LINE_BREAK)) == [b"a", b"b", b"c", b"d"]
+    assert list(split_lines([b"a\r", b"\nb\r", b"c\r\n", b"d\r"], ANY_LINE_BREAK)) == [b"a", b"b", b"c", b"d"]
 
 
 def test_blank_json_lines_lines_are_skipped_as_in_training_data(tmp_path):
@@ -614,7 +615,7 @@ def test_a_brat_text_with_a_byte_order_mark_gets_offsets_that_count_it(tmp_path)
     (folder / "a.txt").write_text("\ufeff" + ADR_TEXT, encoding="utf-8")
     pipeline = FixedPipeline(lambda text: [adr_entity(text, ["muscle", "pain"])])
     predict(tmp_path, pipeline, folder, output_format="brat", output=folder)
-    from lightner.brat import parse_ann
+    from lightner.formats.brat import parse_ann
 
     (bound,) = parse_ann(folder / "a.ann", (folder / "a.ann").read_text(encoding="utf-8"))
     as_brat_reads_it = (folder / "a.txt").read_text(encoding="utf-8")  # "utf-8" keeps the mark, as BRAT does

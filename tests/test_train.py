@@ -17,7 +17,8 @@ import lightner.train
 from conftest import save_tiny_backbone, shared_path
 from lightner.arguments import LightNerTrainingArguments
 from lightner.checkpointing import RUN_STATE_NAME, latest_checkpoint
-from lightner.data import Sentence, entity_types, read_conll, write_conll
+from lightner.data import Sentence, entity_types
+from lightner.formats import read_conll, write_conll
 from lightner.modeling_lightner import LightNerModel
 from lightner.protocols import BART_MINI, protocol_runs, protocol_settings
 from lightner.train import (

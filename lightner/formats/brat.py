@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
-from lightner.text_utils import join_words, split_words
-from lightner.tokenization_utils import FRAGMENT_SEPARATOR
-
-from .data import DataFormatError, Entity, Sentence, make_span, read_utf8
+from ..data import DataFormatError, Entity, Sentence, make_span
+from .base import Document, Format, ReadOptions, WriteOptions, read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +114,8 @@ def read_brat_document(
 ) -> list[Sentence]:
     """The sentences of one document (see `read_brat`); each misaligned annotation skipped is appended to
     `skipped`."""
+    from ..text_utils import split_words  # lazily: the format table imports no torch
+
     text_path = ann_path.with_suffix(TEXT_SUFFIX)
     if not ann_path.is_file():
         raise DataFormatError(ann_path, None, "no such annotation file")
@@ -145,6 +145,8 @@ class _Misaligned(Exception):
 
 def _word_entity(ann_path: Path, bound: TextBound, text: str, spans: Sequence[tuple[int, int]]) -> Entity:
     """`bound` in document word offsets; offsets past the text and bad fragment lists always raise."""
+    from ..tokenization_utils import FRAGMENT_SEPARATOR  # lazily: the format table imports no torch
+
     where = f"entity {bound.id} ({bound.type} {';'.join(f'{s} {e}' for s, e in bound.fragments)})"
     if any(end > len(text) for _, end in bound.fragments):
         raise DataFormatError(ann_path, bound.line, f"{where}: offsets past the end of the text ({len(text)} chars)")
@@ -200,6 +202,8 @@ def annotation_file(entities: Iterable[tuple[str, Sequence[tuple[int, int]], flo
     `read_brat` skips). The quote is the fragments' texts joined by `FRAGMENT_SEPARATOR`, as BRAT joins them, with
     line breaks and tabs as spaces, since an annotation is one line of three tab-separated fields (`read_brat`
     compares quotes word by word)."""
+    from ..tokenization_utils import FRAGMENT_SEPARATOR  # lazily: the format table imports no torch
+
     lines = []
     for number, (entity_type, fragments, score) in enumerate(entities, start=1):
         offsets = ";".join(f"{start} {end}" for start, end in fragments)
@@ -221,6 +225,8 @@ def write_brat(
     like `Paris.`) raises `ValueError` naming it, before anything is written. With `scores` (per sentence, a score
     for each of its entities), each entity gets an `AnnotatorNotes` line `score 0.9731`, which `read_brat` skips.
     """
+    from ..text_utils import join_words, split_words  # lazily: the format table imports no torch
+
     path = Path(path)
     if path.suffix != ANN_SUFFIX:
         path = path / f"{path.name}{ANN_SUFFIX}"
@@ -252,13 +258,68 @@ def write_brat(
     return path
 
 
-__all__ = [
-    "ANN_SUFFIX",
-    "TEXT_SUFFIX",
-    "TextBound",
-    "parse_ann",
-    "read_brat",
-    "annotation_file",
-    "read_brat_document",
-    "write_brat",
-]
+def read_documents(path: Path, skip_bad_lines: bool) -> Iterator[Document]:
+    """A document per `.txt` file of a BRAT folder (searched recursively, in path order; `.ann` files there are not
+    read), named by its path in the folder, so that `--output-format brat` writes each `.ann` under the same name. A
+    single `.txt` file is one document. A byte-order mark stays in the text, since BRAT counts it in offsets."""
+    for file in text_files(path):
+        name = file.relative_to(path).with_suffix("").as_posix() if path.is_dir() else file.stem
+        yield Document(1, text=read_utf8(file, keep_bom=True), name=name)
+
+
+def text_files(path: Path) -> list[Path]:
+    return sorted(path.rglob(f"*{TEXT_SUFFIX}")) if path.is_dir() else [path]
+
+
+def write_document(document: Document, entities: Sequence[Mapping]) -> dict[str, str]:
+    """BRAT standoff: the document's text (`.txt`; word input: the words joined by spaces) and its entities
+    (`.ann`): a `T` line each, a discontinuous one with all its fragments (`T1<TAB>ADR 10 16;27 31<TAB>muscle pain`),
+    and its score as an `AnnotatorNotes` line."""
+    text, _ = document.as_text()
+    annotated = (
+        (
+            entity["entity_group"],
+            [(f["start"], f["end"]) for f in entity.get("fragments") or [entity]],
+            entity["score"],
+        )
+        for entity in entities
+    )
+    return {TEXT_SUFFIX: text, ANN_SUFFIX: annotation_file(annotated, text)}
+
+
+def matches(path: Path) -> bool:
+    """An `.ann` file, or a folder holding one."""
+    return path.suffix.lower() == ANN_SUFFIX or (
+        path.is_dir() and next(path.rglob(f"*{ANN_SUFFIX}"), None) is not None
+    )
+
+
+def is_text_folder(path: Path) -> bool:
+    """A folder of `.txt` documents that is not a `datasets` folder: `lightner predict`'s BRAT input."""
+    from .hf import is_datasets_folder
+
+    return path.is_dir() and not is_datasets_folder(path) and next(path.rglob(f"*{TEXT_SUFFIX}"), None) is not None
+
+
+def _read(path: Path, options: ReadOptions) -> list[Sentence]:
+    return read_brat(path, skip_misaligned=options.skip_misaligned)
+
+
+def _write(sentences: Sequence[Sentence], path: Path, options: WriteOptions) -> None:
+    write_brat(sentences, path)
+
+
+FORMAT = Format(
+    "brat",
+    "BRAT standoff: a folder of .ann files with their .txt beside them, or one .ann file (detected by that)",
+    matches=matches,
+    read=_read,
+    write=_write,
+    read_documents=read_documents,
+    input_description="a folder of BRAT .txt documents, each a document of any length",
+    streamable=False,
+    write_document=write_document,
+    output_description="BRAT standoff, --output a folder: NAME.txt and NAME.ann per document (NAME: a BRAT input's "
+    "file name, a JSON Lines `id`, else doc-LINE), discontinuous entities with all their fragments",
+    folder_output=True,
+)

@@ -38,8 +38,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from .data import DataFormatError, Sentence, Span, read_utf8
-from .text_utils import split_words
+from ..data import DataFormatError, Sentence, Span
+from .base import Document, Format, read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +147,8 @@ def sentence_from_regions(data: Mapping[str, Any], results: Sequence[Any], where
     if len(to_names) > 1:
         raise DataFormatError(where, None, f"regions label several texts ({sorted(map(str, to_names))}); use one")
     text = task_text(data, next(iter(to_names)), where)
+    from ..text_utils import split_words  # lazily: the format table imports no torch
+
     spans = split_words(text)
     starts = {start: index for index, (start, _) in enumerate(spans)}
     ends = {end: index for index, (_, end) in enumerate(spans)}
@@ -272,7 +274,7 @@ def task_with_prediction(
 def write_label_studio(sentences: Sequence[Sentence], path: str | PathLike) -> None:
     """Labelled sentences as a Label Studio JSON export (one task each, its entities as an annotation), which
     `read_label_studio` reads back: the words joined by spaces (`text_utils.join_words`) are the text."""
-    from .text_utils import join_words
+    from ..text_utils import join_words
 
     tasks = []
     for number, sentence in enumerate(sentences, start=1):
@@ -325,7 +327,6 @@ __all__ = [
 def read_task_documents(path: Path, skip_bad_lines: bool = False):
     """A `predict.Document` per task of a Label Studio JSON export or task list (`[{"data": {"text": ...}}]`, or
     plain `[{"text": ...}]` as Label Studio also imports): its text, the task's other data fields passed through."""
-    from .predict import Document
 
     try:
         tasks = json.loads(read_utf8(Path(path)))
@@ -368,3 +369,20 @@ def finish_task_file(path: Path) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text("[\n" + ",\n".join(lines) + "\n]\n", encoding="utf-8")
     os.replace(temporary, path)
+
+
+FORMAT = Format(
+    "label-studio",
+    "a Label Studio JSON export (a .json file holding a list of tasks; character-offset labels regions)",
+    matches=is_label_studio_export,
+    read=lambda path, o: read_label_studio(path),
+    write=lambda sentences, path, o: write_label_studio(sentences, path),
+    read_documents=read_task_documents,
+    input_description="a Label Studio JSON export or task list (.json), a document per task's text, other data "
+    "fields kept",
+    streamable=False,
+    write_document=task_line,
+    output_description="Label Studio tasks with predictions (a JSON list to import; a region per entity with its "
+    "score, a task score)",
+    finish_output=finish_task_file,
+)
