@@ -123,16 +123,16 @@ def run_case(train_sentences, test_sentences, free_types: bool, recipe: tuple[in
         checkpoint_steps=10**9,
         overwrite=True,
     )
-    with trained_models(free_types, hidden_size=256) as kept:
+    with trained_models(free_types, hidden_size=256) as kept:  # scored inside: the offsets live in the patch
         train(args)
-    model = kept.models[0].eval()  # the model `train` trained, offsets included
-    scores = evaluate_sentences(model, test_sentences, batch_size=64)
-    return {
-        "f1": round(scores["f1"], 4),
-        "per_type_f1": {name: round(t["f1"], 3) for name, t in scores["per_type"].items()},
-        "type_accuracy_train": type_accuracy(model, train_sentences),
-        "type_accuracy_test": type_accuracy(model, test_sentences),
-    }
+        model = kept.models[0].eval()  # the model `train` trained, offsets included
+        scores = evaluate_sentences(model, test_sentences, batch_size=64)
+        return {
+            "f1": round(scores["f1"], 4),
+            "per_type_f1": {name: round(t["f1"], 3) for name, t in scores["per_type"].items()},
+            "type_accuracy_train": type_accuracy(model, train_sentences),
+            "type_accuracy_test": type_accuracy(model, test_sentences),
+        }
 
 
 def main() -> None:
