@@ -368,10 +368,13 @@ def test_a_frozen_backbone_learns_discontinuous_and_nested_mentions_to_f1_one(tm
     encoded = encode_sentences(model.tokenizer, [s.words for s in LEARNING_SENTENCES])
     targets = [encode_target(e, s.entities, TYPE_IDS) for e, s in zip(encoded, LEARNING_SENTENCES)]
     batch = collate(encoded, model.tokenizer.pad_token_id, targets)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    # lr 3e-3, not 1e-2: at 1e-2 the fit oscillates (F1 0.95 at step 900, 0.73 at 1000 and 1.0 at 1300 on an AVX2
+    # CPU; an AVX-512 one, rounding differently, had reached 1.0 before step 1000), so whether a check lands on 1.0
+    # depended on the CPU. At 3e-3 it rises steadily to 1.0 by step 700 (AVX2).
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     gold = [s.entities for s in LEARNING_SENTENCES]
     result = {"f1": 0.0}
-    for step in range(1000):
+    for step in range(2000):
         model.train()
         loss = model(**batch).loss
         optimizer.zero_grad()
