@@ -2,8 +2,9 @@
 
 Each module (`conll`, `jsonl`, `text`, `brat`, `hf`, `spacy`, `label_studio`) ends in a `FORMAT` row (`base.Format`):
 how a path is recognised, how labelled sentences are read and written (training, evaluation, `convert_data`), how
-`lightner predict` reads documents and writes one document's predictions. `FORMATS` lists the rows in detection order; the CLI,
-the converter and training take their choices and help from it. Adding a format is one module plus one row here.
+`lightner predict` reads documents and writes one document's predictions. `FORMATS` lists the rows in detection
+order; the CLI, the converter and training take their choices and help from it. Adding a format is one module plus
+one row here.
 
 `detect_format` tells a path's format from the rows' `matches` (the first row that accepts the path);
 `open_input` does the same for prediction input, where a file that is neither `.jsonl` nor a `datasets` source is
