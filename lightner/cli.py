@@ -401,31 +401,33 @@ def _add_demo_parser(commands) -> None:
         description="Serve a small web page on this machine: a text box, the entities drawn in the text, a table of "
         "them with their scores, and a choice between the loaded adapters. Stop it with Ctrl-C.",
     )
+    _add_server_arguments(parser, "another adapter on the same backbone, offered as NAME (repeatable)", port=7860)
+    parser.set_defaults(handler=_run_demo, command_parser=parser)
+
+
+def _add_server_arguments(parser: argparse.ArgumentParser, adapter_help: str, port: int) -> None:
+    """What every command that serves a model takes: the model, more adapters on its backbone, where to listen."""
     _add_model_arguments(parser, batch_size=False)
     parser.add_argument(
-        "--adapter",
-        type=adapter_option,
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="another adapter on the same backbone, offered as NAME (repeatable)",
+        "--adapter", type=adapter_option, action="append", default=[], metavar="NAME=DIR", help=adapter_help
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)"
     )
-    parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s; 0 picks a free one)")
-    parser.set_defaults(handler=_run_demo, command_parser=parser)
+    parser.add_argument("--port", type=int, default=port, help="port (default: %(default)s; 0 picks a free one)")
 
 
-def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .demo import make_server
-    from .pipeline_lightner import LightNerPipeline
-
+def _load_model_with_adapters(args: argparse.Namespace):
+    """The model of `--model`, with each `--adapter NAME=DIR` loaded beside it."""
     model = _load_model(args)
     for name, folder in args.adapter:
         model.load_adapter(folder, adapter_name=name)
-    server = make_server(LightNerPipeline(model=model), host=args.host, port=args.port)
-    print(f"LightNER demo on {server.url} (adapters: {', '.join(model.list_adapters())}); Ctrl-C stops it", flush=True)
+    return model
+
+
+def _serve_until_interrupted(server, what: str, adapters: Sequence[str]) -> int:
+    """Announce the server, serve until Ctrl-C, and close its socket whatever ends it."""
+    print(f"{what} on {server.url} (adapters: {', '.join(adapters)}); Ctrl-C stops it", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -433,6 +435,15 @@ def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def _run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .demo import make_server
+    from .pipeline_lightner import LightNerPipeline
+
+    model = _load_model_with_adapters(args)
+    server = make_server(LightNerPipeline(model=model), host=args.host, port=args.port)
+    return _serve_until_interrupted(server, "LightNER demo", model.list_adapters())
 
 
 def _add_label_studio_parser(commands) -> None:
@@ -444,19 +455,11 @@ def _add_label_studio_parser(commands) -> None:
         "are kept and every --train-every of them train a new adapter from the current one. Connect it in Label "
         "Studio under Settings > Model. Stop it with Ctrl-C.",
     )
-    _add_model_arguments(parser, batch_size=False)
-    parser.add_argument(
-        "--adapter",
-        type=adapter_option,
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="another adapter on the same backbone (repeatable); each project gets the one sharing most labels",
+    _add_server_arguments(
+        parser,
+        "another adapter on the same backbone (repeatable); each project gets the one sharing most labels",
+        port=9090,
     )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)"
-    )
-    parser.add_argument("--port", type=int, default=9090, help="port (default: %(default)s; 0 picks a free one)")
     parser.add_argument("--work-dir", type=Path, help="keep submitted annotations and trained adapters here")
     parser.add_argument(
         "--train-every", type=positive_int, default=10, help="new annotations per training run (default: 10)"
@@ -471,9 +474,7 @@ def _run_label_studio(args: argparse.Namespace, parser: argparse.ArgumentParser)
     from .label_studio_backend import make_backend
     from .pipeline_lightner import LightNerPipeline
 
-    model = _load_model(args)
-    for name, folder in args.adapter:
-        model.load_adapter(folder, adapter_name=name)
+    model = _load_model_with_adapters(args)
     backend = make_backend(
         LightNerPipeline(model=model),
         host=args.host,
@@ -483,15 +484,7 @@ def _run_label_studio(args: argparse.Namespace, parser: argparse.ArgumentParser)
         train_epochs=args.train_epochs,
         model_dir=args.model,
     )
-    adapters = ", ".join(model.list_adapters())
-    print(f"LightNER Label Studio backend on {backend.url} (adapters: {adapters}); Ctrl-C stops it", flush=True)
-    try:
-        backend.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        backend.server_close()
-    return 0
+    return _serve_until_interrupted(backend, "LightNER Label Studio backend", model.list_adapters())
 
 
 def _add_select_parser(commands) -> None:
