@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,16 @@ def real_tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(shared_path("assets", "bart-large-tokenizer"))
+
+
+@contextmanager
+def serving(server):
+    """`server` answering in a background thread while the block runs; shut down and its socket closed after."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

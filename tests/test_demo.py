@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import threading
 import urllib.error
 import urllib.request
 from html import escape
@@ -14,6 +13,7 @@ from urllib.parse import urlencode
 import pytest
 import torch
 
+from conftest import serving
 from lightner.demo import MAX_TEXT_CHARACTERS, DemoRequestHandler, make_server
 from lightner.modeling_lightner import LightNerModel
 from lightner.pipeline_lightner import LightNerPipeline
@@ -27,13 +27,8 @@ def served(tiny_backbone):
     model = LightNerModel.from_backbone(tiny_backbone, ["PER", "LOC"], prompt_hidden_size=48).eval()
     model.add_adapter("bio", ["GENE", "DRUG"], prompt_hidden_size=48)
     ner = LightNerPipeline(model=model)
-    server = make_server(ner, port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, ner
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    with serving(make_server(ner, port=0)) as server:
+        yield server, ner
 
 
 def request(url: str, data: bytes | None = None, content_type: str = "application/json") -> tuple[int, str]:

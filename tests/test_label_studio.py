@@ -5,7 +5,6 @@ real HTTP with a tiny model. The test against a real Label Studio server is `tes
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import serving
 from lightner.data import DataFormatError, Sentence, Span
 from lightner.formats import detect_format, load_sentences, write_sentences
 from lightner.formats.label_studio import labelling_config, read_label_studio, task_with_prediction
@@ -228,13 +228,10 @@ def test_train_reads_an_export_and_goes_on_from_the_adapter_with_init_from(tiny_
 
 @pytest.fixture(scope="module")
 def backend(tiny_model, tmp_path_factory):
-    server = make_backend(LightNerPipeline(model=tiny_model), port=0, work_dir=tmp_path_factory.mktemp("ls-work"))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    with serving(
+        make_backend(LightNerPipeline(model=tiny_model), port=0, work_dir=tmp_path_factory.mktemp("ls-work"))
+    ) as server:
+        yield server
 
 
 def call(server, path: str, body=None) -> tuple[int, dict]:
@@ -304,9 +301,7 @@ def test_enough_submitted_annotations_train_a_new_adapter_from_the_current_one(t
         LightNerPipeline(model=model), port=0, work_dir=tmp_path / "work", train_every=1, train_epochs=1,
         model_dir=str(tmp_path / "adapter"),
     )  # fmt: skip
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         event = {
             "action": "ANNOTATION_CREATED",
             "project": {"id": 5},
@@ -318,9 +313,6 @@ def test_enough_submitted_annotations_train_a_new_adapter_from_the_current_one(t
         assert server.version == 1 and call(server, "/health")[1]["model_version"] == "lightner-1"
         assert (tmp_path / "work" / "5" / "adapter-1" / "model.safetensors").is_file()
         assert call(server, "/predict", {"tasks": [{"id": 1, "data": {"text": TEXT}}]})[0] == 200
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_predict_writes_importable_tasks_and_reads_tasks_back_as_input(tiny_model, tmp_path):

@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REQUIRE_SHARED
+from conftest import REQUIRE_SHARED, serving
 from lightner.formats import load_sentences
 from lightner.formats.label_studio import labelling_config
 from lightner.label_studio_backend import make_backend
@@ -117,13 +116,8 @@ def api(url: str, method: str, path: str, body=None):
 def backend(tiny_backbone):
     torch.manual_seed(0)
     model = LightNerModel.from_backbone(tiny_backbone, ["Cuisine", "Location"], prompt_hidden_size=16).eval()
-    server = make_backend(LightNerPipeline(model=model), port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    with serving(make_backend(LightNerPipeline(model=model), port=0)) as server:
+        yield server
 
 
 def test_label_studio_shows_the_backends_pre_annotations_and_exports_what_lightner_trains_on(
