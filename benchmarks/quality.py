@@ -445,7 +445,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the quick stage (about 10 minutes)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from {', '.join(STAGES)}")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (two 1-thread runs beat one 2-thread)")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="samples per setting: seeds 0 .. N-1")
+    parser.add_argument(
+        "--only-seeds",
+        type=lambda text: [int(seed) for seed in text.split(",")],
+        help="comma-separated seeds to run instead (to split one table's runs between processes side by side)",
+    )
     parser.add_argument("--backbone", type=Path, default=BART_MINI)
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "runs" / "quality")
     parser.add_argument("--test-limit", type=int, default=None, help="score on the first N test sentences only")
@@ -465,7 +470,7 @@ def main() -> None:
         args.stages = "quick"
     shared = shared_dir(DATA)
     bench = Benchmark(args.work_dir, shared, args.backbone, args.test_limit)
-    seeds = range(args.seeds)
+    seeds = args.only_seeds or range(args.seeds)
     started = time.perf_counter()
     results, precision, answer_space = [], None, None
     for stage in args.stages.split(","):
