@@ -7,19 +7,16 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import transformers
+from packaging.requirements import Requirement
 from packaging.version import Version
 
-# Remote code loads this file first: name the transformers it needs in one line rather than fail deep in an import.
-_TRANSFORMERS_NEEDED = ("5.24", "6")
-if (
-    not Version(_TRANSFORMERS_NEEDED[0])
-    <= Version(Version(transformers.__version__).base_version)
-    < Version(_TRANSFORMERS_NEEDED[1])
-):
-    raise ImportError(
-        f"LightNER needs transformers>={_TRANSFORMERS_NEEDED[0]},<{_TRANSFORMERS_NEEDED[1]} "
-        f"(found {transformers.__version__})"
-    )
+# The transformers this code runs with, in one place: `setup.py` declares it (reading it from this file), and since
+# remote code loads this file first, without the package, it is checked here too, to name it in one line rather than
+# fail deep in an import. The upper bound stops after the newest minor release tested: the model hooks into
+# transformers internals that move between minor versions.
+TRANSFORMERS_REQUIREMENT = "transformers>=5.24,<5.26"
+if not Requirement(TRANSFORMERS_REQUIREMENT).specifier.contains(Version(transformers.__version__).base_version):
+    raise ImportError(f"LightNER needs {TRANSFORMERS_REQUIREMENT} (found {transformers.__version__})")
 
 from transformers import PretrainedConfig  # noqa: E402
 
@@ -309,6 +306,7 @@ def _check_int(field: str, value, minimum: int) -> None:
 
 __all__ = [
     "LightNerConfig",
+    "TRANSFORMERS_REQUIREMENT",
     "default_label_words",
     "ADAPTER_FORMAT_VERSION",
     "DEFAULT_ENTITY_SHAPES",
