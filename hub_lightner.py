@@ -12,7 +12,8 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, BartConfig, BartModel
+from transformers import AutoTokenizer, BartConfig, BartModel, PretrainedConfig, PreTrainedModel
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import cached_file, logging
 from transformers.utils.hub import extract_commit_hash
@@ -599,6 +600,24 @@ def _backbone_argument(backbone: Any) -> tuple[str | None, torch.nn.Module | Non
     )
 
 
+@contextmanager
+def _config_swapped(model: PreTrainedModel, config: PretrainedConfig) -> Iterator[None]:
+    """`model.config` is `config` inside the block, and what it was after it. `PreTrainedModel.save_pretrained` has
+    no config argument: it writes `model.config`, recording in it what it writes, so it is handed the copy to save."""
+    own = model.config
+    model.config = config
+    try:
+        yield
+    finally:
+        model.config = own
+
+
+def _save_trained_backbone(backbone: BartModel, folder: str) -> None:
+    """Save a fine-tuned backbone, leaving its config as it was (saving records `architectures` and `dtype` in it)."""
+    with _config_swapped(backbone, copy.deepcopy(backbone.config)):
+        backbone.save_pretrained(folder)
+
+
 class LightNerHubMixin:
     """`from_backbone`, `from_pretrained`, `load_adapter`, `save_pretrained` and `push_to_hub` for `LightNerModel`:
     everything that reads or writes files, so that the model's constructor itself loads nothing."""
@@ -734,19 +753,17 @@ class LightNerHubMixin:
         then names so that loading finds it."""
         name = adapter or self.active_adapter
         self._check_adapter_names([name])
-        config = self.adapters[name].config
-        if not config.freeze_backbone:
-            self.backbone.save_pretrained(os.path.join(save_directory, TRAINED_BACKBONE_FOLDER))
-            config.backbone_subfolder = TRAINED_BACKBONE_FOLDER
+        # What is written differs from the adapter's config (the pipeline, the trained backbone's subfolder, and what
+        # `PreTrainedModel.save_pretrained` records: architectures, dtype, auto_map): all of it goes into a copy.
+        config = copy.deepcopy(self.adapters[name].config)
         dtype = check_dtype(adapter_dtype, "adapter_dtype")
-        previous = self.active_adapter
-        self.set_adapter(name)
-        try:
-            add_pipeline_to_folder(save_directory, config)
-            add_endpoint_handler(save_directory)
+        if not config.freeze_backbone:
+            _save_trained_backbone(self.backbone, os.path.join(save_directory, TRAINED_BACKBONE_FOLDER))
+            config.backbone_subfolder = TRAINED_BACKBONE_FOLDER
+        add_pipeline_to_folder(save_directory, config)
+        add_endpoint_handler(save_directory)
+        with _config_swapped(self, config):
             super().save_pretrained(save_directory, state_dict=self.adapters[name].adapter_state_dict(dtype), **kwargs)
-        finally:
-            self.set_adapter(previous)
         self.tokenizer.save_pretrained(save_directory)
         write_model_card(save_directory, config)
 
