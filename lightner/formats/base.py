@@ -85,8 +85,10 @@ DocumentWriter = Callable[[Document, Sequence[Mapping]], "str | dict[str, str]"]
 class Format:
     """One data format, everything about it side by side: a row of `lightner.formats.FORMATS`.
 
-    - `matches(path)`: whether a path looks like this format (detection tries the rows in table order; None: never
-      detected from a path, only chosen by name or by `lightner.formats.detect_input_format`'s look at the lines).
+    - `matches(path)`: whether a path of labelled data looks like this format; `matches_input(opened)`: whether a
+      `lightner predict` input (a path, or a `Stream` when `streamable`) is this format, from its path or its first
+      lines. `lightner.formats.detect_format` tries the rows in table order, by one or the other; None: never
+      detected, only chosen by name.
     - `read`/`write`: sentences with word-level entities (training, evaluation, `convert_data`); `labelled` formats
       hold entities, plain text only feeds prediction.
     - `read_documents(opened, skip_bad_lines)`: `lightner predict`'s input, lazily (`opened` is a path, a `Stream`
@@ -102,6 +104,7 @@ class Format:
     description: str
     labelled: bool = True
     matches: Callable[[Path], bool] | None = None
+    matches_input: Callable[[Path | Stream], bool] | None = None
     read: SentenceReader | None = None
     write: SentenceWriter | None = None
     read_documents: DocumentReader | None = None
@@ -179,6 +182,12 @@ def is_stream(path: str | os.PathLike) -> bool:
     except OSError:
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def is_file_input(opened: Path | Stream) -> bool:
+    """Whether a prediction input is (or would be, as a missing path) a file or a stream rather than a folder: what
+    the formats read a line at a time need."""
+    return isinstance(opened, Stream) or not opened.is_dir()
 
 
 def open_source(source: str) -> Path | Stream:

@@ -313,6 +313,7 @@ FORMAT = Format(
     "brat",
     "BRAT standoff: a folder of .ann files with their .txt beside them, or one .ann file (detected by that)",
     matches=matches,
+    matches_input=lambda opened: isinstance(opened, Path) and is_text_folder(opened),
     read=_read,
     write=_write,
     read_documents=read_documents,

@@ -166,6 +166,9 @@ FORMAT = Format(
     "jsonl",
     "JSON Lines of {tokens, entities}, detected by the suffix .jsonl or .json",
     matches=lambda path: path.suffix.lower() in SUFFIXES,
+    matches_input=lambda opened: (
+        isinstance(opened, Path) and not opened.is_dir() and opened.suffix.lower() in SUFFIXES
+    ),
     read=lambda path, o: read_jsonl(path),
     write=lambda sentences, path, o: write_jsonl(sentences, path),
     read_documents=read_documents,

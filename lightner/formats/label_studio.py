@@ -375,6 +375,7 @@ FORMAT = Format(
     "label-studio",
     "a Label Studio JSON export (a .json file holding a list of tasks; character-offset labels regions)",
     matches=is_label_studio_export,
+    matches_input=lambda opened: isinstance(opened, Path) and is_label_studio_export(opened),
     read=lambda path, o: read_label_studio(path),
     write=lambda sentences, path, o: write_label_studio(sentences, path),
     read_documents=read_task_documents,
