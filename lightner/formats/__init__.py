@@ -26,13 +26,13 @@ from .base import (
     STDIN_NAME,
     Document,
     Format,
+    FoundEntities,
     ReadOptions,
     Stream,
     WriteOptions,
     is_stream,
     open_source,
     read_utf8,
-    word_entities,
 )
 from .brat import read_brat, write_brat
 from .conll import read_conll, write_conll
@@ -185,6 +185,7 @@ __all__ = [
     "STANDARD_STREAM",
     "STDIN_NAME",
     "Document",
+    "FoundEntities",
     "Format",
     "Input",
     "ReadOptions",
@@ -210,7 +211,6 @@ __all__ = [
     "read_utf8",
     "split_source",
     "to_hf_dataset",
-    "word_entities",
     "write_brat",
     "write_conll",
     "write_jsonl",

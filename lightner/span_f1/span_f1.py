@@ -62,13 +62,10 @@ SHAPES = ("flat", "nested", "discontinuous")
 
 def _as_key(span: SpanLike) -> Key:
     """`(type, fragments)` of a `(start, end, type[, fragments])` tuple or a mapping with `start`, `end`, `type`
-    (`predict`'s entities) or `entity_group` (the pipeline's; this file imports nothing, so it restates
-    `text_utils.ENTITY_TYPE_KEYS`) and optional `fragments`, with offsets as plain ints; a contiguous entity has the
-    one fragment `(start, end)`."""
+    and optional `fragments` (`predict`'s word-offset entities), with offsets as plain ints; a contiguous entity has
+    the one fragment `(start, end)`."""
     if isinstance(span, Mapping):
-        entity_type = span["entity_group"] if "entity_group" in span else span["type"]
-        fragments = [(f["start"], f["end"]) if isinstance(f, Mapping) else f for f in span.get("fragments") or []]
-        span = (span["start"], span["end"], entity_type, fragments)
+        span = (span["start"], span["end"], span["type"], span.get("fragments") or [])
     start, end, entity_type, *rest = span
     fragments = (rest[0] if rest else None) or [(start, end)]
     return entity_type, tuple((operator.index(s), operator.index(e)) for s, e in fragments)
