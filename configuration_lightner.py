@@ -20,19 +20,11 @@ if not Requirement(TRANSFORMERS_REQUIREMENT).specifier.contains(Version(transfor
 
 from transformers import PretrainedConfig  # noqa: E402
 
+from .config_fields_lightner import DEFAULT_ENTITY_SHAPES, ENTITY_SHAPES, MODEL_FIELDS  # noqa: E402
+
 # Version of the adapter file layout. Bump it when the tensor names or shapes of `model.safetensors` change, and
 # teach `LightNerAdapter.load_adapter_state_dict` to read the older layouts.
 ADAPTER_FORMAT_VERSION = 1
-
-# What constrained decoding lets an adapter write (`LightNerConfig.entity_shapes`), each with what it means. "nested"
-# is what LightNER always wrote, hence the default.
-ENTITY_SHAPES = {
-    "flat": "contiguous entities that never share a word",
-    "nested": "contiguous entities, which may nest or overlap",
-    "discontinuous": "entities of one or more fragments (word spans with words between them), which may nest, "
-    "overlap and share words",
-}
-DEFAULT_ENTITY_SHAPES = "nested"
 
 # The reference implementation's label words for the CoNLL-2003 tags.
 _CONLL_LABEL_WORDS = {"loc": "location", "per": "person", "org": "organization", "misc": "others"}
@@ -152,16 +144,16 @@ class LightNerConfig(PretrainedConfig):
 
     def __init__(
         self,
-        backbone: str = "facebook/bart-large",
+        backbone: str = MODEL_FIELDS["backbone"].default,
         entity_types: Sequence[str] | None = None,
         label_words: Sequence[str] | Mapping[str, str] | None = None,
-        prompt_length: int = 10,
-        prompt_hidden_size: int = 800,
-        dropout: float = 0.3,
+        prompt_length: int = MODEL_FIELDS["prompt_length"].default,
+        prompt_hidden_size: int = MODEL_FIELDS["prompt_hidden_size"].default,
+        dropout: float = MODEL_FIELDS["dropout"].default,
         freeze_backbone: bool = True,
-        max_length_a: float = 0.6,
+        max_length_a: float = MODEL_FIELDS["max_length_a"].default,
         max_length_b: int = 10,
-        beam_width: int = 1,
+        beam_width: int = MODEL_FIELDS["beam_width"].default,
         constrained_decoding: bool = True,
         entity_shapes: str = DEFAULT_ENTITY_SHAPES,
         encoder_layers: int | None = None,
