@@ -480,7 +480,7 @@ def interrupt_after(monkeypatch, output_format: str, documents: int) -> None:
 def test_resume_refuses_a_changed_input_or_other_options_naming_what_changed(tmp_path, monkeypatch, caplog):
     lines = [f"{ADR_TEXT} ({i})" for i in range(12)]
     source = corpus(tmp_path, lines)
-    pipeline = FixedPipeline(lambda text: ADR_ENTITIES)
+    pipeline = FixedPipeline(lambda text: ADR_ENTITIES if text.startswith(ADR_TEXT) else [])  # word offsets of it
     output = tmp_path / "out.jsonl"
     interrupt_after(monkeypatch, "jsonl", 6)
     with pytest.raises(KeyboardInterrupt):
