@@ -494,7 +494,7 @@ def test_render_html_of_pipeline_output(ner):
 def test_entities_are_word_level_until_the_pipeline_turns_them_into_characters_at_its_edge(model, ner):
     """`predict_words` is the pipeline's word-level result, `model.predict`'s entities over the whole text (what
     `lightner predict` writes from); the call is that with `character_entity` applied once at the end. `span_f1`
-    reads word-level entities and `render_html` the pipeline's: each reads one type field."""
+    scores either (a metric takes what users have); `render_html` draws the pipeline's."""
     from lightner.metrics import span_f1
     from lightner.text_utils import character_entity, join_words
 
@@ -505,6 +505,8 @@ def test_entities_are_word_level_until_the_pipeline_turns_them_into_characters_a
     assert converted == {"entity_group": "PER", "score": 0.5, "word": "Angela Merkel", "start": 0, "end": 13}
     assert span_f1([predicted], [predicted])["f1"] == 1.0
     assert span_f1([predicted], [[{**predicted[0], "type": "LOC"}]])["f1"] == 0.0
+    assert span_f1([[converted]], [[converted]])["f1"] == 1.0  # the pipeline's output scores as it comes
+    assert span_f1([[converted]], [[{**converted, "entity_group": "LOC"}]])["f1"] == 0.0
     assert render_html(text, [converted]).count('<span class="label">PER</span>') == 2  # legend and text
     (found,) = ner.predict_words([text])
     expected = sorted(model.predict([words])[0], key=lambda e: (e["start"], e["end"], e["type"]))

@@ -62,10 +62,13 @@ SHAPES = ("flat", "nested", "discontinuous")
 
 def _as_key(span: SpanLike) -> Key:
     """`(type, fragments)` of a `(start, end, type[, fragments])` tuple or a mapping with `start`, `end`, `type`
-    and optional `fragments` (`predict`'s word-offset entities), with offsets as plain ints; a contiguous entity has
-    the one fragment `(start, end)`."""
+    (`predict`'s word-offset entities) or `entity_group` (the pipeline's character-offset output, which users score
+    as it comes) and optional `fragments`, with offsets as plain ints; a contiguous entity has the one fragment
+    `(start, end)`."""
     if isinstance(span, Mapping):
-        span = (span["start"], span["end"], span["type"], span.get("fragments") or [])
+        entity_type = span["entity_group"] if "entity_group" in span else span["type"]
+        fragments = [(f["start"], f["end"]) if isinstance(f, Mapping) else f for f in span.get("fragments") or []]
+        span = (span["start"], span["end"], entity_type, fragments)
     start, end, entity_type, *rest = span
     fragments = (rest[0] if rest else None) or [(start, end)]
     return entity_type, tuple((operator.index(s), operator.index(e)) for s, e in fragments)
