@@ -218,6 +218,26 @@ class SharedBackbones:
 SHARED_BACKBONES = SharedBackbones()
 
 
+class BackboneSharing:
+    """What a model does about the backbone it may share: join `SHARED_BACKBONES` as one of its users when built,
+    and take a copy of its own before a move (`to()`, `half()`, `cuda()`...) would move other models' backbone too."""
+
+    def _share_backbone(self) -> None:
+        SHARED_BACKBONES.add_user(self.backbone, self)
+
+    def _apply(self, fn, recurse: bool = True):
+        """`to()`, `half()`, `cuda()`...: a backbone other models share is copied first, so that moving this model
+        never leaves theirs on another device or dtype than their adapters; a moved backbone is no longer shared."""
+        reference = next(self.backbone.parameters())
+        probe = torch.empty(0, dtype=reference.dtype, device=reference.device)
+        moved = fn(probe)
+        if moved.dtype != probe.dtype or moved.device != probe.device:
+            if SHARED_BACKBONES.detach(self.backbone, self):
+                self.backbone = copy.deepcopy(self.backbone)
+                SHARED_BACKBONES.add_user(self.backbone, self)
+        return super()._apply(fn, recurse)
+
+
 def load_backbone(
     name_or_path: str,
     dtype: torch.dtype | None = None,
@@ -618,7 +638,7 @@ def _save_trained_backbone(backbone: BartModel, folder: str) -> None:
         backbone.save_pretrained(folder)
 
 
-class LightNerHubMixin:
+class LightNerHubMixin(BackboneSharing):
     """`from_backbone`, `from_pretrained`, `load_adapter`, `save_pretrained` and `push_to_hub` for `LightNerModel`:
     everything that reads or writes files, so that the model's constructor itself loads nothing."""
 
@@ -791,18 +811,6 @@ class LightNerHubMixin:
                 revision=revision,
                 create_pr=create_pr,
             )
-
-    def _apply(self, fn, recurse: bool = True):
-        """`to()`, `half()`, `cuda()`...: a backbone other models share is copied first, so that moving this model
-        never leaves theirs on another device or dtype than their adapters; a moved backbone is no longer shared."""
-        reference = next(self.backbone.parameters())
-        probe = torch.empty(0, dtype=reference.dtype, device=reference.device)
-        moved = fn(probe)
-        if moved.dtype != probe.dtype or moved.device != probe.device:
-            if SHARED_BACKBONES.detach(self.backbone, self):
-                self.backbone = copy.deepcopy(self.backbone)
-                SHARED_BACKBONES.add_user(self.backbone, self)
-        return super()._apply(fn, recurse)
 
     def load_adapter(self, path_or_repo_id: str | os.PathLike, adapter_name: str, **kwargs) -> None:
         """Load a saved adapter onto this model's backbone under `adapter_name` (the backbone is not loaded again)."""
