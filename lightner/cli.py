@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging()
+    _set_threads(getattr(args, "threads", None))
     try:
         # The command's own parser, so that its usage errors read "lightner train: error: ...".
         return args.handler(args, args.command_parser)
@@ -49,6 +50,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # the CLI boundary: every failure becomes one line
         print(f"lightner {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
+
+
+def _set_threads(threads: int | None) -> None:
+    """`--threads`: torch's intra-op threads for the command. Why a user sets it: each decoding step is many small
+    parallel operations, and every one waits for its slowest thread; where another process holds a core, a thread
+    scheduled on that core stalls them all (beside one busy process on 2 cores: 2 threads 37-38 s, 1 thread 20-21 s
+    for the same generation; benchmarks/README.md)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 # The exit status of a command stopped by Ctrl-C, as shells report a process ended by SIGINT.
@@ -274,6 +286,12 @@ def _add_model_arguments(parser: argparse.ArgumentParser, batch_size: bool = Tru
         "--device",
         type=torch_device,
         help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available, else cpu)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        help="CPU threads (default: torch's, one per core); where other processes share the cores, the cores they "
+        "leave free: beside one busy process on 2 cores, 1 thread generates 1.8x faster than 2",
     )
     if batch_size:
         parser.add_argument("--batch-size", type=positive_int, default=32, help="sentences per batch (default: 32)")

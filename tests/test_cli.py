@@ -594,3 +594,26 @@ def test_predict_quantize_loads_an_int8_backbone(trained, workspace, tmp_path, m
         assert main([*argv, *extra]) == 0
     assert [is_quantized(model.backbone) for model in loaded] == [False, True]
     assert len(read_jsonl(outputs[True])) == len(read_jsonl(outputs[False])) == 16
+
+
+def test_threads_sets_torchs_intra_op_threads_for_the_command(trained, workspace, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        argv = [
+            "predict",
+            "--model",
+            str(trained),
+            "--input",
+            str(workspace.dev),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+        ]
+        assert main([*argv, "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+        assert len(read_jsonl(tmp_path / "o.jsonl")) == 16
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        main([*argv, "--threads", "0"])
