@@ -406,9 +406,9 @@ def worker(args) -> dict:
         start = time.perf_counter()
         counters = peer.run(words, batch_size)
         seconds = time.perf_counter() - start
-        runs[batch_size] = {"seconds": seconds, "sentences_per_s": len(words) / seconds, **counters}
+        runs[str(batch_size)] = {"seconds": seconds, "sentences_per_s": len(words) / seconds, **counters}
         log(f"{args.worker} {args.mode}: batch {batch_size}: {len(words) / seconds:.2f} sentences/s ({seconds:.1f} s)")
-    best = max(runs, key=lambda b: runs[b]["sentences_per_s"])
+    best = max(runs, key=lambda b: runs[b]["sentences_per_s"])  # JSON keys: strings
     return {
         "system": args.worker,
         "mode": args.mode,
@@ -418,7 +418,7 @@ def worker(args) -> dict:
         "per_domain": peer.per_domain,
         "notes": peer.notes,
         **peer.extra,
-        "best_batch_size": best,
+        "best_batch_size": int(best),
         "sentences_per_s": runs[best]["sentences_per_s"],
         "runs": runs,
         "build_seconds": build_seconds,
@@ -495,8 +495,9 @@ def table(report: dict) -> str:
             speed = f"{r['sentences_per_s']:.2f} ({r['best_batch_size']})"
             speed = f"**{speed}**" if mode == fastest else speed
             notes = r["notes"]
-            if "decoder_steps" in r["runs"][r["best_batch_size"]]:
-                notes += f"; {r['runs'][r['best_batch_size']]['output_indices']} output indices"
+            best = r["runs"][str(r["best_batch_size"])]
+            if "output_indices" in best:
+                notes += f"; {best['output_indices']} output indices"
             lines.append(
                 f"| {TITLES[system]} | {mode} | {r['parameters'] / 1e6:.0f} M | {r['per_domain']} | {speed} | "
                 f"{r['peak_rss_mb']:.0f} | {r['loaded_rss_mb']:.0f} | {notes} |"
