@@ -7,35 +7,24 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import transformers
+from packaging.requirements import Requirement
 from packaging.version import Version
 
-# Remote code loads this file first: name the transformers it needs in one line rather than fail deep in an import.
-_TRANSFORMERS_NEEDED = ("5.24", "6")
-if (
-    not Version(_TRANSFORMERS_NEEDED[0])
-    <= Version(Version(transformers.__version__).base_version)
-    < Version(_TRANSFORMERS_NEEDED[1])
-):
-    raise ImportError(
-        f"LightNER needs transformers>={_TRANSFORMERS_NEEDED[0]},<{_TRANSFORMERS_NEEDED[1]} "
-        f"(found {transformers.__version__})"
-    )
+# The transformers this code runs with, in one place: `setup.py` declares it (reading it from this file), and since
+# remote code loads this file first, without the package, it is checked here too, to name it in one line rather than
+# fail deep in an import. The upper bound stops after the newest minor release tested: the model hooks into
+# transformers internals that move between minor versions.
+TRANSFORMERS_REQUIREMENT = "transformers>=5.24,<5.26"
+if not Requirement(TRANSFORMERS_REQUIREMENT).specifier.contains(Version(transformers.__version__).base_version):
+    raise ImportError(f"LightNER needs {TRANSFORMERS_REQUIREMENT} (found {transformers.__version__})")
 
 from transformers import PretrainedConfig  # noqa: E402
+
+from .config_fields_lightner import DEFAULT_ENTITY_SHAPES, ENTITY_SHAPES, MODEL_FIELDS  # noqa: E402
 
 # Version of the adapter file layout. Bump it when the tensor names or shapes of `model.safetensors` change, and
 # teach `LightNerAdapter.load_adapter_state_dict` to read the older layouts.
 ADAPTER_FORMAT_VERSION = 1
-
-# What constrained decoding lets an adapter write (`LightNerConfig.entity_shapes`), each with what it means. "nested"
-# is what LightNER always wrote, hence the default.
-ENTITY_SHAPES = {
-    "flat": "contiguous entities that never share a word",
-    "nested": "contiguous entities, which may nest or overlap",
-    "discontinuous": "entities of one or more fragments (word spans with words between them), which may nest, "
-    "overlap and share words",
-}
-DEFAULT_ENTITY_SHAPES = "nested"
 
 # The reference implementation's label words for the CoNLL-2003 tags.
 _CONLL_LABEL_WORDS = {"loc": "location", "per": "person", "org": "organization", "misc": "others"}
@@ -155,16 +144,16 @@ class LightNerConfig(PretrainedConfig):
 
     def __init__(
         self,
-        backbone: str = "facebook/bart-large",
+        backbone: str = MODEL_FIELDS["backbone"].default,
         entity_types: Sequence[str] | None = None,
         label_words: Sequence[str] | Mapping[str, str] | None = None,
-        prompt_length: int = 10,
-        prompt_hidden_size: int = 800,
-        dropout: float = 0.3,
+        prompt_length: int = MODEL_FIELDS["prompt_length"].default,
+        prompt_hidden_size: int = MODEL_FIELDS["prompt_hidden_size"].default,
+        dropout: float = MODEL_FIELDS["dropout"].default,
         freeze_backbone: bool = True,
-        max_length_a: float = 0.6,
+        max_length_a: float = MODEL_FIELDS["max_length_a"].default,
         max_length_b: int = 10,
-        beam_width: int = 1,
+        beam_width: int = MODEL_FIELDS["beam_width"].default,
         constrained_decoding: bool = True,
         entity_shapes: str = DEFAULT_ENTITY_SHAPES,
         encoder_layers: int | None = None,
@@ -309,6 +298,7 @@ def _check_int(field: str, value, minimum: int) -> None:
 
 __all__ = [
     "LightNerConfig",
+    "TRANSFORMERS_REQUIREMENT",
     "default_label_words",
     "ADAPTER_FORMAT_VERSION",
     "DEFAULT_ENTITY_SHAPES",

@@ -12,7 +12,8 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, BartConfig, BartModel
+from transformers import AutoTokenizer, BartConfig, BartModel, PretrainedConfig, PreTrainedModel
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import cached_file, logging
 from transformers.utils.hub import extract_commit_hash
@@ -215,6 +216,26 @@ class SharedBackbones:
 
 
 SHARED_BACKBONES = SharedBackbones()
+
+
+class BackboneSharing:
+    """What a model does about the backbone it may share: join `SHARED_BACKBONES` as one of its users when built,
+    and take a copy of its own before a move (`to()`, `half()`, `cuda()`...) would move other models' backbone too."""
+
+    def _share_backbone(self) -> None:
+        SHARED_BACKBONES.add_user(self.backbone, self)
+
+    def _apply(self, fn, recurse: bool = True):
+        """`to()`, `half()`, `cuda()`...: a backbone other models share is copied first, so that moving this model
+        never leaves theirs on another device or dtype than their adapters; a moved backbone is no longer shared."""
+        reference = next(self.backbone.parameters())
+        probe = torch.empty(0, dtype=reference.dtype, device=reference.device)
+        moved = fn(probe)
+        if moved.dtype != probe.dtype or moved.device != probe.device:
+            if SHARED_BACKBONES.detach(self.backbone, self):
+                self.backbone = copy.deepcopy(self.backbone)
+                SHARED_BACKBONES.add_user(self.backbone, self)
+        return super()._apply(fn, recurse)
 
 
 def load_backbone(
@@ -599,7 +620,25 @@ def _backbone_argument(backbone: Any) -> tuple[str | None, torch.nn.Module | Non
     )
 
 
-class LightNerHubMixin:
+@contextmanager
+def _config_swapped(model: PreTrainedModel, config: PretrainedConfig) -> Iterator[None]:
+    """`model.config` is `config` inside the block, and what it was after it. `PreTrainedModel.save_pretrained` has
+    no config argument: it writes `model.config`, recording in it what it writes, so it is handed the copy to save."""
+    own = model.config
+    model.config = config
+    try:
+        yield
+    finally:
+        model.config = own
+
+
+def _save_trained_backbone(backbone: BartModel, folder: str) -> None:
+    """Save a fine-tuned backbone, leaving its config as it was (saving records `architectures` and `dtype` in it)."""
+    with _config_swapped(backbone, copy.deepcopy(backbone.config)):
+        backbone.save_pretrained(folder)
+
+
+class LightNerHubMixin(BackboneSharing):
     """`from_backbone`, `from_pretrained`, `load_adapter`, `save_pretrained` and `push_to_hub` for `LightNerModel`:
     everything that reads or writes files, so that the model's constructor itself loads nothing."""
 
@@ -734,19 +773,17 @@ class LightNerHubMixin:
         then names so that loading finds it."""
         name = adapter or self.active_adapter
         self._check_adapter_names([name])
-        config = self.adapters[name].config
-        if not config.freeze_backbone:
-            self.backbone.save_pretrained(os.path.join(save_directory, TRAINED_BACKBONE_FOLDER))
-            config.backbone_subfolder = TRAINED_BACKBONE_FOLDER
+        # What is written differs from the adapter's config (the pipeline, the trained backbone's subfolder, and what
+        # `PreTrainedModel.save_pretrained` records: architectures, dtype, auto_map): all of it goes into a copy.
+        config = copy.deepcopy(self.adapters[name].config)
         dtype = check_dtype(adapter_dtype, "adapter_dtype")
-        previous = self.active_adapter
-        self.set_adapter(name)
-        try:
-            add_pipeline_to_folder(save_directory, config)
-            add_endpoint_handler(save_directory)
+        if not config.freeze_backbone:
+            _save_trained_backbone(self.backbone, os.path.join(save_directory, TRAINED_BACKBONE_FOLDER))
+            config.backbone_subfolder = TRAINED_BACKBONE_FOLDER
+        add_pipeline_to_folder(save_directory, config)
+        add_endpoint_handler(save_directory)
+        with _config_swapped(self, config):
             super().save_pretrained(save_directory, state_dict=self.adapters[name].adapter_state_dict(dtype), **kwargs)
-        finally:
-            self.set_adapter(previous)
         self.tokenizer.save_pretrained(save_directory)
         write_model_card(save_directory, config)
 
@@ -774,18 +811,6 @@ class LightNerHubMixin:
                 revision=revision,
                 create_pr=create_pr,
             )
-
-    def _apply(self, fn, recurse: bool = True):
-        """`to()`, `half()`, `cuda()`...: a backbone other models share is copied first, so that moving this model
-        never leaves theirs on another device or dtype than their adapters; a moved backbone is no longer shared."""
-        reference = next(self.backbone.parameters())
-        probe = torch.empty(0, dtype=reference.dtype, device=reference.device)
-        moved = fn(probe)
-        if moved.dtype != probe.dtype or moved.device != probe.device:
-            if SHARED_BACKBONES.detach(self.backbone, self):
-                self.backbone = copy.deepcopy(self.backbone)
-                SHARED_BACKBONES.add_user(self.backbone, self)
-        return super()._apply(fn, recurse)
 
     def load_adapter(self, path_or_repo_id: str | os.PathLike, adapter_name: str, **kwargs) -> None:
         """Load a saved adapter onto this model's backbone under `adapter_name` (the backbone is not loaded again)."""

@@ -25,7 +25,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_lightner import ATTENTION_KINDS, LightNerConfig, check_backbone_shape
 from .generation_lightner import LightNerGenerationMixin
-from .hub_lightner import ADAPTER_WEIGHTS_NAME, SHARED_BACKBONES, LightNerHubMixin
+from .hub_lightner import LightNerHubMixin
 from .quantization_lightner import is_quantized
 from .tokenization_utils import END_INDEX, FIRST_TYPE_INDEX, LABEL_PAD, START_INDEX, label_word_token_ids
 
@@ -541,7 +541,7 @@ class LightNerModel(LightNerGenerationMixin, LightNerHubMixin, LightNerPreTraine
         self.tokenizer = tokenizer
         self.backbone.config._attn_implementation = LIGHTNER_ATTENTION
         self.backbone.requires_grad_(not config.freeze_backbone)
-        SHARED_BACKBONES.add_user(backbone, self)
+        self._share_backbone()
         self.adapters = nn.ModuleDict({DEFAULT_ADAPTER: self._new_adapter(config, reparameterize)})
         self.active_adapter = DEFAULT_ADAPTER
         self.post_init()
@@ -760,7 +760,6 @@ LightNerConfig.register_for_auto_class()
 LightNerModel.register_for_auto_class("AutoModel")
 
 __all__ = [
-    "ADAPTER_WEIGHTS_NAME",
     "LABEL_WORD_WEIGHTS_NAME",
     "PROMPT_TENSOR_NAMES",
     "LightNerModel",

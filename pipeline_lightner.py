@@ -3,11 +3,13 @@
 LightNER reads words and points at them, so the pipeline splits raw text into words the way the training data was
 split (`text_utils.split_words`), keeping each word's character offsets; packs the words into windows that fit the
 backbone's positions (whole sentences where possible); runs `model.predict` on all windows of all texts at once; and
-maps every entity's words back to the exact characters of the original text. The output is the token-classification
-pipeline's with aggregation: `entity_group`, `score`, `word`, `start`, `end`, with `text[start:end] == word`. A
-discontinuous entity (an adapter with `entity_shapes="discontinuous"`) keeps those keys, `start`/`end` covering the
-whole mention and `word` its fragments' texts joined by `FRAGMENT_SEPARATOR` (a space, as BRAT writes them), and adds
-`fragments`: `[{"start", "end", "word"}, ...]` with `text[start:end] == word` for each.
+keeps each entity, in word offsets over the whole text (`predict_words`, which `lightner predict` writes from). Only
+then, at the edge, are its words mapped to the exact characters of the original text. The output is the
+token-classification pipeline's with aggregation: `entity_group`, `score`, `word`, `start`, `end`, with
+`text[start:end] == word`. A discontinuous entity (an adapter with `entity_shapes="discontinuous"`) keeps those
+keys, `start`/`end` covering the whole mention and `word` its fragments' texts joined by `FRAGMENT_SEPARATOR` (a
+space, as BRAT writes them), and adds `fragments`: `[{"start", "end", "word"}, ...]` with `text[start:end] == word`
+for each.
 
 A saved adapter carries this file and `custom_pipelines` in its config, so that
 `pipeline("ner", model=<adapter>, trust_remote_code=True)` builds this pipeline
@@ -17,6 +19,7 @@ A saved adapter carries this file and `custom_pipelines` in its config, so that
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -33,6 +36,7 @@ from .text_utils import (
     split_long_spans,
     split_words,
 )
+from .tokenization_utils import FRAGMENT_SEPARATOR
 
 DEFAULT_BATCH_SIZE = 32
 # Token-classification callers pass an aggregation strategy; LightNER writes whole entities, which is what every
@@ -42,12 +46,38 @@ WHOLE_ENTITY_STRATEGIES = ("simple", "first", "average", "max")
 
 @dataclass(frozen=True)
 class Document:
-    """One input text as the model reads it: its words (as character spans) and the windows over them."""
+    """One input text as the model reads it: its words (as character spans) and the windows over them.
+
+    `input_spans` are the words of the input (split from the text, or given); `spans` the same but for a word too long
+    for a window, which is read in pieces (`split_long_spans`)."""
 
     text: str
     spans: list[tuple[int, int]]
     words: list[str]
     windows: list[Window]
+    input_spans: list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class WordEntities:
+    """One input's entities at the word level, the pipeline's one currency: `model.predict`'s entities (`type`,
+    `start`, `end`, `text`, `score`, and `fragments` for a discontinuous one), offsets over `document.words`, sorted.
+    Character offsets are computed from them at the edge, once (`characters`)."""
+
+    document: Document
+    entities: list[dict]
+
+    def characters(self) -> list[dict]:
+        """The pipeline's output: each entity as `text_utils.character_entity` puts it in the text's characters."""
+        return [character_entity(entity, self.document.text, self.document.spans) for entity in self.entities]
+
+    def input_words(self) -> list[dict]:
+        """The entities over the input's own words (`input_spans`): a word read in pieces is one word again, and an
+        entity in one of its pieces covers the whole word."""
+        text, spans = self.document.text, self.document.input_spans
+        starts, words = [start for start, _ in spans], [text[start:end] for start, end in spans]
+        owner = [bisect_right(starts, start) - 1 for start, _ in self.document.spans]  # read word -> input word
+        return [_over_words(entity, owner, words) for entity in self.entities]
 
 
 class LightNerPipeline(Pipeline):
@@ -127,28 +157,50 @@ class LightNerPipeline(Pipeline):
     def __call__(self, inputs, **kwargs) -> list[dict] | list[list[dict]] | Iterator[list[dict]]:
         """Entities of one text (a list of dicts) or of each text of a list or an iterator (a list or an iterator of
         lists). All windows of all texts of a list go through `model.predict` together, `batch_size` at a time."""
-        preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
-        preprocess_params = {**self._preprocess_params, **preprocess_params}
-        postprocess_params = {**self._postprocess_params, **postprocess_params}
-        default_batch_size = DEFAULT_BATCH_SIZE if self._batch_size is None else self._batch_size
-        forward_params = {"batch_size": default_batch_size, **self._forward_params, **forward_params}
-        if _is_stream(inputs, preprocess_params.get("is_split_into_words", False)):
+        preprocess_params, forward_params, postprocess_params = self._call_parameters(kwargs)
+        words = preprocess_params.get("is_split_into_words", False)
+        if _is_stream(inputs, words):
             first, inputs = _peek(iter(inputs))
-            if not (preprocess_params.get("is_split_into_words", False) and isinstance(first, str)):
+            if not (words and isinstance(first, str)):
                 return self._stream(inputs, forward_params["batch_size"], kwargs)
             inputs = list(inputs)  # words of one sentence: cut into chunks, it would be read as several sentences
-        texts, single = _as_batch(inputs, preprocess_params.get("is_split_into_words", False))
+        texts, single = _as_batch(inputs, words)
+        found = self._word_entities(texts, preprocess_params, forward_params, postprocess_params)
+        results = [entities.characters() for entities in found]
+        return results[0] if single else results
+
+    def predict_words(self, inputs: Sequence[str] | Sequence[Sequence[str]], **kwargs) -> list[WordEntities]:
+        """What the call finds in each text of a list (or each word list, with `is_split_into_words=True`), before
+        its offsets become characters: the entities at the word level with the document they index, which
+        `lightner predict` writes from. It takes the call's parameters."""
+        preprocess_params, forward_params, postprocess_params = self._call_parameters(kwargs)
+        texts, _ = _as_batch(list(inputs), preprocess_params.get("is_split_into_words", False))
+        return self._word_entities(texts, preprocess_params, forward_params, postprocess_params)
+
+    def _call_parameters(self, kwargs: dict) -> tuple[dict, dict, dict]:
+        """A call's parameters, checked, over those the pipeline was built with; `batch_size` always set."""
+        preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
+        default_batch_size = DEFAULT_BATCH_SIZE if self._batch_size is None else self._batch_size
+        return (
+            {**self._preprocess_params, **preprocess_params},
+            {"batch_size": default_batch_size, **self._forward_params, **forward_params},
+            {**self._postprocess_params, **postprocess_params},
+        )
+
+    def _word_entities(
+        self, texts: list, preprocess_params: dict, forward_params: dict, postprocess_params: dict
+    ) -> list[WordEntities]:
+        """All windows of all `texts` through one `model.predict`; each text's entities kept from its windows."""
         documents = [self.preprocess(text, **preprocess_params) for text in texts]
         sentences = [document.words[w.start : w.end] for document in documents for w in document.windows]
         predictions = iter(self.forward({"sentences": sentences}, **forward_params)["entities"])
-        results = [
+        return [
             self.postprocess(
                 {"document": document, "entities": list(itertools.islice(predictions, len(document.windows)))},
                 **postprocess_params,
             )
             for document in documents
         ]
-        return results[0] if single else results
 
     def _stream(self, inputs: Iterator, chunk_size: int, kwargs: dict) -> Iterator[list[dict]]:
         """Results of an iterator's texts, read and predicted `chunk_size` texts at a time."""
@@ -159,11 +211,11 @@ class LightNerPipeline(Pipeline):
 
     def preprocess(self, inputs: str | Sequence[str], is_split_into_words: bool = False) -> Document:
         """Words with their character spans, and the windows that fit the backbone."""
-        text, spans = join_words(inputs) if is_split_into_words else (inputs, split_words(inputs))
+        text, input_spans = join_words(inputs) if is_split_into_words else (inputs, split_words(inputs))
         budget = self.model.backbone.config.max_position_embeddings - 2  # <s> and </s>
-        spans = split_long_spans(text, spans, budget - 1)
+        spans = split_long_spans(text, input_spans, budget - 1)
         words = [text[start:end] for start, end in spans]
-        return Document(text, spans, words, self._windows(text, spans, words, budget))
+        return Document(text, spans, words, self._windows(text, spans, words, budget), input_spans)
 
     def _windows(self, text: str, spans: list[tuple[int, int]], words: list[str], budget: int) -> list[Window]:
         """One window when the text surely fits, which needs no tokenizing; else windows packed by token counts.
@@ -191,8 +243,8 @@ class LightNerPipeline(Pipeline):
 
     def postprocess(
         self, model_outputs: dict[str, Any], threshold: float = 0.0, ignore_labels: frozenset[str] = frozenset()
-    ) -> list[dict]:
-        """Word offsets within windows to character offsets within the text, each entity from the window owning it."""
+    ) -> WordEntities:
+        """Each entity from the window owning it, its word offsets moved from the window to the document."""
         document: Document = model_outputs["document"]
         entities = []
         for window, predicted in zip(document.windows, model_outputs["entities"]):
@@ -200,8 +252,33 @@ class LightNerPipeline(Pipeline):
                 if entity["score"] < threshold or entity["type"] in ignore_labels:
                     continue
                 if window.own_start <= window.start + entity["start"] < window.own_end:
-                    entities.append(character_entity(entity, document.text, document.spans, window.start))
-        return sorted(entities, key=lambda e: (e["start"], e["end"], e["entity_group"]))
+                    entities.append(_moved(entity, window.start))
+        return WordEntities(document, sorted(entities, key=lambda e: (e["start"], e["end"], e["type"])))
+
+
+def _moved(entity: dict, words: int) -> dict:
+    """`predict`'s entity with its word offsets (its fragments' too) `words` further on."""
+    moved = {**entity, "start": entity["start"] + words, "end": entity["end"] + words}
+    if "fragments" in entity:
+        moved["fragments"] = [[start + words, end + words] for start, end in entity["fragments"]]
+    return moved
+
+
+def _over_words(entity: dict, owner: Sequence[int], words: Sequence[str]) -> dict:
+    """`predict`'s entity over other words: `owner[i]` is the index among `words` of the word that read word i is
+    (part of); its text is theirs."""
+    spans = entity.get("fragments") or [(entity["start"], entity["end"])]
+    fragments = [(owner[start], owner[end - 1] + 1) for start, end in spans]
+    moved = {
+        "type": entity["type"],
+        "start": fragments[0][0],
+        "end": fragments[-1][1],
+        "text": FRAGMENT_SEPARATOR.join(" ".join(words[start:end]) for start, end in fragments),
+        "score": entity["score"],
+    }
+    if len(fragments) > 1:
+        moved["fragments"] = [list(fragment) for fragment in fragments]
+    return moved
 
 
 def _check_aggregation_strategy(strategy: str | Enum | None) -> None:
@@ -275,4 +352,4 @@ def _check_encodable(text: str, index: int) -> None:
         ) from None
 
 
-__all__ = ["LightNerPipeline", "Document"]
+__all__ = ["LightNerPipeline", "Document", "WordEntities"]

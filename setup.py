@@ -1,8 +1,22 @@
 """LightNER for the Hugging Face Hub: prompt-tuned BART for low-resource named-entity recognition."""
 
+import ast
 from pathlib import Path
 
 from setuptools import find_packages, setup
+
+
+def transformers_requirement() -> str:
+    """The transformers range `configuration_lightner.TRANSFORMERS_REQUIREMENT` states, which remote code checks at
+    import; read from the file rather than imported, since building the package must not need transformers."""
+    source = Path(__file__).with_name("configuration_lightner.py").read_text(encoding="utf-8")
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [
+            "TRANSFORMERS_REQUIREMENT"
+        ]:
+            return ast.literal_eval(node.value)
+    raise RuntimeError("configuration_lightner.py does not state TRANSFORMERS_REQUIREMENT")
+
 
 setup(
     name="lightner",
@@ -21,10 +35,11 @@ setup(
     # Lower bounds are versions the suite was run with (constraints.txt pins the newest it passed with); upper bounds
     # stop at the next major release, and transformers after the newest minor release the suite passed with (5.24 and
     # 5.25 both pass), because the model hooks into transformers internals (AttentionInterface, masking_utils,
-    # sdpa_attention, cache layers) that move between minor versions.
+    # sdpa_attention, cache layers) that move between minor versions; that range is stated once, in
+    # configuration_lightner.py, whose import checks it.
     install_requires=[
         "torch>=2.13,<3",
-        "transformers>=5.24,<5.26",
+        transformers_requirement(),
         "huggingface_hub>=2.4,<3",
         "safetensors>=0.8,<1",
         "tokenizers>=0.23,<1",

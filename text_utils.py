@@ -133,24 +133,15 @@ def detokenize(words: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
     return "".join(pieces), spans
 
 
-# Entity fields. `model.predict` reads words and gives `{"type", "start", "end", "text", "score"}` with WORD offsets
-# (end exclusive); the pipeline reads text and gives token-classification's `{"entity_group", "score", "word",
-# "start", "end"}` with CHARACTER offsets. `character_entity` is the one conversion from the first to the second;
-# `entity_type` reads the type of either, so `span_f1` and `render_html` take both (offsets are compared as given).
-ENTITY_TYPE_KEYS = ("entity_group", "type")
+# Entities are word-level: `model.predict` (and `LightNerPipeline.predict_words`) give `{"type", "start", "end",
+# "text", "score"}` with WORD offsets (end exclusive). Only the pipeline's output, at its edge, has
+# token-classification's `{"entity_group", "score", "word", "start", "end"}` with CHARACTER offsets:
+# `character_entity` is that one conversion.
 
 
-def entity_type(entity: Mapping) -> str:
-    """The type of an entity dict of either form (`entity_group` from the pipeline, `type` from `predict`)."""
-    for key in ENTITY_TYPE_KEYS:
-        if key in entity:
-            return entity[key]
-    raise KeyError(f"entity {dict(entity)!r} has no type: expected one of the fields {ENTITY_TYPE_KEYS}")
-
-
-def character_entity(entity: Mapping, text: str, spans: Sequence[tuple[int, int]], first_word: int = 0) -> dict:
-    """A `predict` entity (word offsets, counted from word `first_word` of `spans`) as the pipeline's dict, its
-    offsets the characters of `text` that its words cover, so that `text[start:end] == word`.
+def character_entity(entity: Mapping, text: str, spans: Sequence[tuple[int, int]]) -> dict:
+    """A `predict` entity (word offsets into `spans`) as the pipeline's dict, its offsets the characters of `text`
+    that its words cover, so that `text[start:end] == word`.
 
     A discontinuous entity (several `fragments`) keeps `start`/`end` around the whole mention, `word` its fragments'
     texts joined by `FRAGMENT_SEPARATOR`, and adds `fragments`: one `{"start", "end", "word"}` per fragment, each with
@@ -158,7 +149,7 @@ def character_entity(entity: Mapping, text: str, spans: Sequence[tuple[int, int]
     """
     fragments = []
     for first, end in entity.get("fragments") or [(entity["start"], entity["end"])]:
-        start, stop = spans[first_word + first][0], spans[first_word + end - 1][1]
+        start, stop = spans[first][0], spans[end - 1][1]
         fragments.append({"start": start, "end": stop, "word": text[start:stop]})
     start, end = fragments[0]["start"], fragments[-1]["end"]
     result = {
@@ -269,11 +260,9 @@ def _cut_sentence(costs: Sequence[int], first: int, last: int, budget: int) -> l
 
 
 __all__ = [
-    "ENTITY_TYPE_KEYS",
     "Window",
     "character_entity",
     "detokenize",
-    "entity_type",
     "join_words",
     "plan_windows",
     "sentence_starts",

@@ -14,7 +14,9 @@ first N sentences of CoNLL-2003 `test.txt`:
    teacher-forced argmax agreement of each with float32; the resident memory of the loaded model, float32 and int8,
    each in a fresh process (full setting);
 6. natural lengths: each sentence stops at its gold target length, sentences leaving the batch as they finish,
-   against the same search with no sentence leaving before the batch's longest output ends (the code before).
+   against the same search with no sentence leaving before the batch's longest output ends (the code before);
+7. with `--under-load`, every ratio again while one other process multiplies matrices on one thread (`COMPETITOR`),
+   each beside its quiet value: a server shares its cores, and a speed-up that collapses under load is a bug.
 
 Every generation method does the same work: decoding is forced to the reference's maximum length
 (`config.max_output_length(longest source in the batch)`) by making `</s>` unreachable (see `force_full_length`).
@@ -22,6 +24,7 @@ Generation and training run in separate subprocesses so that each one's peak mem
 
     python benchmarks/run.py --json          # full setting: 12-15 minutes on 2 quiet cores before issue 13, more now
     python benchmarks/run.py --quick --json  # smoke setting (16 sentences, 8 steps): under a minute
+    python benchmarks/run.py --under-load    # and every ratio again beside one competing process: twice as long
 
 A table goes to stderr; with `--json`, one JSON object goes to stdout.
 """
@@ -57,6 +60,8 @@ TARGETS = {
     "natural_length_speedup": (">=", 1.3),
     "train_step_over_plain_bart": ("<=", 1.2),
     "peak_rss_mb": ("<", 3072.0),  # "under 3 GB", read as 3 GiB; the JSON carries the MiB figure for either reading
+    "under_load_worst_change": ("<=", 0.25),  # --under-load: every ratio within 25% of its quiet value
+    "int8_speedup_under_load": (">=", 1.0),  # --under-load: int8 never slower than float32
 }
 
 FULL = {
@@ -730,8 +735,8 @@ def low_precision_figures(generation: dict, memory: dict | None) -> dict:
 def target_status(figures: dict) -> dict:
     status = {}
     for name, (comparison, bound) in TARGETS.items():
-        value = figures[name]
-        if value is None:  # not measured in this setting (plain BART and memory: full setting only)
+        value = figures.get(name)
+        if value is None:  # not measured in this setting (plain BART and memory: full setting; load: --under-load)
             status[name] = {"value": None, "target": f"{comparison} {bound:g}", "met": None}
             continue
         met = value >= bound if comparison == ">=" else value <= bound if comparison == "<=" else value < bound
@@ -797,6 +802,16 @@ def print_table(report: dict) -> None:
                 + f"; int8 generation peak {report['peak_rss_mb_int8']:.0f} MiB",
             )
         )
+    if report["loaded"]:
+        rows.append(
+            (
+                "under load (one competitor)",
+                ", ".join(
+                    f"{name} {value:.2f} ({report['under_load_over_quiet'][name]:.2f}x quiet)"
+                    for name, value in report["under_load"].items()
+                ),
+            )
+        )
     for name, entry in report["targets"].items():
         if entry["value"] is None:
             rows.append((name, f"not measured  target {entry['target']}"))
@@ -840,6 +855,11 @@ def parse_args(argv=None):
         help="measure the loaded model's RSS, float32 and int8, each in a fresh process (full: on; quick: off)",
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core)")
+    parser.add_argument(
+        "--under-load",
+        action="store_true",
+        help="measure every ratio again beside a competing process (matrix products on one thread) and report both",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", choices=["generation", "train", "memory"], help=argparse.SUPPRESS)
     parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help=argparse.SUPPRESS)
@@ -854,19 +874,42 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    if args.worker:
-        worker = {"generation": generation_worker, "train": train_worker, "memory": memory_worker}[args.worker]
-        print(json.dumps(worker(args)))
-        return
-    shared_dir(TEST_FILE)  # fail before starting any worker
-    start = time.perf_counter()
+# `--under-load`'s competitor: one other process, one thread, multiplying float32 matrices without pause, for the
+# other job on a server's cores or the browser on a laptop. Every ratio is then measured again beside it.
+COMPETITOR = (
+    "import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\nwhile True:\n    a = torch.tanh(a @ a)"
+)
+# The ratios that must hold under that load (TARGETS: within 25% of their quiet values; int8 never slower than fp32).
+LOADED_RATIOS = (
+    "generation_speedup_vs_recompute",
+    "generation_over_floor",
+    "generation_over_plain_bart",
+    "train_step_over_plain_bart",
+    "int8_speedup",
+    "bf16_speedup",
+    "natural_length_speedup",
+)
+
+
+@contextlib.contextmanager
+def competing_load(processes: int = 1):
+    """`processes` competitors (`COMPETITOR`) run while the block runs; they are killed when it ends."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    competitors = [subprocess.Popen([sys.executable, "-c", COMPETITOR], env=env) for _ in range(processes)]
+    try:
+        time.sleep(5)  # past importing torch: the load is on before the first timing
+        yield
+    finally:
+        for competitor in competitors:
+            competitor.kill()
+            competitor.wait()
+
+
+def measure(args, memory: bool) -> dict:
+    """Every worker once, and the figures (ratios, peaks) computed from them."""
     generation = run_worker("generation", args)
     training = run_worker("train", args)
-    memory = (
-        {precision: run_worker("memory", args, precision) for precision in ("fp32", "int8")} if args.memory else None
-    )
+    memories = {precision: run_worker("memory", args, precision) for precision in ("fp32", "int8")} if memory else None
     figures = {
         "generation_speedup_vs_recompute": generation["cached_sentences_per_s"]
         / generation["recompute_sentences_per_s"]
@@ -877,8 +920,40 @@ def main(argv=None) -> None:
         "train_step_over_plain_bart": training["lightner_step_seconds"] / training["plain_bart_step_seconds"],
         "peak_rss_mb": generation["peak_rss_mb"],
         "train_peak_rss_mb": training["train_peak_rss_mb"],
-        **low_precision_figures(generation, memory),
+        **low_precision_figures(generation, memories),
     }
+    return {"figures": figures, "generation": generation, "training": training, "memory": memories}
+
+
+def under_load_figures(quiet: dict, loaded: dict) -> dict:
+    """Each ratio of `LOADED_RATIOS` under load, its quotient by its quiet value and the largest change."""
+    ratios = {name: loaded[name] for name in LOADED_RATIOS if loaded[name] is not None}
+    over_quiet = {name: value / quiet[name] for name, value in ratios.items()}
+    return {
+        "under_load": ratios,
+        "under_load_over_quiet": over_quiet,
+        "under_load_worst_change": max(abs(change - 1) for change in over_quiet.values()),
+        "int8_speedup_under_load": ratios["int8_speedup"],
+    }
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        worker = {"generation": generation_worker, "train": train_worker, "memory": memory_worker}[args.worker]
+        print(json.dumps(worker(args)))
+        return
+    shared_dir(TEST_FILE)  # fail before starting any worker
+    start = time.perf_counter()
+    quiet = measure(args, memory=args.memory)
+    figures = quiet["figures"]
+    loaded = None
+    if args.under_load:
+        log("under load: every worker again beside one competing process (matrix products on one thread)")
+        with competing_load():
+            loaded = measure(args, memory=False)
+        figures.update(under_load_figures(figures, loaded["figures"]))
+    generation, training = quiet["generation"], quiet["training"]
     report = {
         **figures,
         "targets": target_status(figures),
@@ -890,14 +965,33 @@ def main(argv=None) -> None:
         "shape": generation["shape"],
         "generation": generation,
         "training": training,
-        "memory": memory,
+        "memory": quiet["memory"],
+        "loaded": loaded,
         "wall_seconds": time.perf_counter() - start,
         "date": datetime.date.today().isoformat(),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpu": cpu_model(),
+        },
     }
     print_table(report)
     if args.json:
         print(json.dumps(report))
+
+
+def cpu_model() -> dict:
+    """The CPU's name and the flags that decide the low-precision kernels (AVX-512, VNNI, AMX): bf16 and int8 figures
+    differ between CPUs that have them and CPUs that emulate them."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"name": platform.processor(), "flags": []}
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+    return {"name": name, "flags": [flag for flag in wanted if flag in flags]}
 
 
 if __name__ == "__main__":

@@ -30,12 +30,8 @@ from lightner.configuration_lightner import (
     backbone_shape_mismatches,
 )
 from lightner.convert.presets import DEEPKE_PRESETS, load_label_map
-from lightner.modeling_lightner import (
-    ADAPTER_WEIGHTS_NAME,
-    LABEL_WORD_WEIGHTS_NAME,
-    PROMPT_TENSOR_NAMES,
-    LightNerModel,
-)
+from lightner.hub_lightner import ADAPTER_WEIGHTS_NAME
+from lightner.modeling_lightner import LABEL_WORD_WEIGHTS_NAME, PROMPT_TENSOR_NAMES, LightNerModel
 from lightner.tokenization_utils import label_word_token_ids
 
 DEFAULT_BACKBONE = "facebook/bart-large"

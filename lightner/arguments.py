@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .config_fields_lightner import ENTITY_SHAPES, MODEL_FIELDS, argument_name
 from .data import TAG_SCHEMES
 from .formats import ReadOptions
 
 TRAINING_ARGS_NAME = "training_args.json"
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
-# `configuration_lightner.ENTITY_SHAPES`, spelled out here so that building the command line imports no torch.
-ENTITY_SHAPE_CHOICES = ("flat", "nested", "discontinuous")
+ENTITY_SHAPE_CHOICES = tuple(ENTITY_SHAPES)
 # What concerns one invocation rather than the run itself: a replay must not resume, overwrite or stop early.
 INVOCATION_ONLY = ("resume", "overwrite", "stop_after_steps")
 
@@ -47,6 +47,20 @@ def label_words_option(value: str) -> dict[str, str]:
 
 
 DATA, MODEL, OPTIMISATION, RUN = "data", "model", "optimisation", "run"
+
+
+def model_field(name: str) -> Any:
+    """The training argument for the model config field `name` (`MODEL_FIELDS`): its default and help are the
+    config's, written once there."""
+    spec = MODEL_FIELDS[name]
+    return field(default=spec.default, metadata=option(spec.help, MODEL))
+
+
+def model_settings(arguments: LightNerTrainingArguments) -> dict[str, Any]:
+    """The model config fields a run sets, by their config names: what `build_model` passes on."""
+    return {name: getattr(arguments, argument_name(name)) for name in MODEL_FIELDS}
+
+
 _AT_LEAST_ONE = ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "checkpoint_steps")
 _AT_LEAST_ONE += ("checkpoints_limit", "logging_steps", "num_beams", "prompt_length", "prompt_hidden_size")
 _NON_NEGATIVE = ("max_length_a", "weight_decay", "max_grad_norm")
@@ -56,9 +70,7 @@ _NON_NEGATIVE = ("max_length_a", "weight_decay", "max_grad_norm")
 class LightNerTrainingArguments:
     """Everything one training run needs. Defaults are the reference implementation's CoNLL-2003 settings."""
 
-    backbone: str = field(
-        default="facebook/bart-large", metadata=option("BART backbone: Hub id or local folder", MODEL)
-    )
+    backbone: str = model_field("backbone")
     train_file: str | None = field(
         default=None,
         metadata=option("training sentences (required without --protocol)", DATA, "--train", metavar="FILE"),
@@ -176,17 +188,17 @@ class LightNerTrainingArguments:
         ),
     )
     seed: int = field(default=42, metadata=option("seed of initialisation, shuffling and dropout", OPTIMISATION))
-    prompt_length: int = field(default=10, metadata=option("prompt slots per attention", MODEL))
-    prompt_hidden_size: int = field(default=800, metadata=option("width of the prompt MLP", MODEL))
-    dropout: float = field(default=0.3, metadata=option("dropout on decoder states and scores", MODEL))
+    prompt_length: int = model_field("prompt_length")
+    prompt_hidden_size: int = model_field("prompt_hidden_size")
+    dropout: float = model_field("dropout")
     full_finetune: bool = field(
         default=False,
         metadata=option(
             "train the backbone too (BARTNER); the fine-tuned backbone is saved in OUTPUT/backbone", MODEL
         ),
     )
-    max_length_a: float = field(default=0.6, metadata=option("output length limit 10 + A x source pieces", MODEL))
-    num_beams: int = field(default=1, metadata=option("beams when evaluating; 1 is greedy", MODEL))
+    max_length_a: float = model_field("max_length_a")
+    num_beams: int = model_field("beam_width")
     checkpoint_steps: int = field(
         default=500,
         metadata=option("save a resumable checkpoint every N optimizer steps (and after every epoch)", RUN),
@@ -318,4 +330,10 @@ def _number_problems(arguments: LightNerTrainingArguments) -> list[str]:
     return problems
 
 
-__all__ = ["INVOCATION_ONLY", "LightNerTrainingArguments", "TRAINING_ARGS_NAME", "label_words_option"]
+__all__ = [
+    "INVOCATION_ONLY",
+    "LightNerTrainingArguments",
+    "TRAINING_ARGS_NAME",
+    "label_words_option",
+    "model_settings",
+]

@@ -268,7 +268,7 @@ def torch_device(value: str) -> str:
     return value
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser, batch_size: bool = True) -> None:
+def _add_model_arguments(parser: argparse.ArgumentParser, batch_size: bool = True, beams: bool = True) -> None:
     parser.add_argument("--model", required=True, help="adapter folder or Hub id (its backbone is loaded too)")
     parser.add_argument(
         "--device",
@@ -277,6 +277,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser, batch_size: bool = Tru
     )
     if batch_size:
         parser.add_argument("--batch-size", type=positive_int, default=32, help="sentences per batch (default: 32)")
+    if batch_size and beams:
         parser.add_argument(
             "--num-beams", type=positive_int, help="beams; 1 is greedy (default: the adapter's setting)"
         )
@@ -499,7 +500,7 @@ def _add_select_parser(commands) -> None:
         "model's pre-annotations, .jsonl as JSON Lines (text or tokens, with the score), anything else as plain "
         "text, a document per line.",
     )
-    _add_model_arguments(parser)
+    _add_model_arguments(parser, beams=False)  # the uncertainty measures are read off one greedy pass
     parser.add_argument("--input", required=True, help="the unlabelled pool")
     parser.add_argument("--format", choices=("auto", *INPUT_FORMATS), default="auto", help="input format")
     parser.add_argument("--k", type=positive_int, required=True, help="how many documents to choose")

@@ -1,5 +1,6 @@
 """Prediction over a corpus (`lightner predict`): documents are read one at a time, tagged by the pipeline a chunk at
-a time, and written as they come, so that a corpus of any size needs the memory of one chunk.
+a time (`LightNerPipeline.predict_words`: entities at the word level, characters computed only where an output format
+asks for them), and written as they come, so that a corpus of any size needs the memory of one chunk.
 
 Input and output formats are `lightner.formats`' rows (`INPUT_FORMATS`: a row's `read_documents`; `OUTPUT_FORMATS`:
 its `write_document`): plain text (a document per line, of any length: the pipeline reads long ones in windows), JSON
@@ -42,7 +43,7 @@ except ImportError:  # Windows: outputs are not locked
     fcntl = None
 
 from .data import DataFormatError
-from .formats import OUTPUT_FORMATS, Document, Format, Input, open_input
+from .formats import OUTPUT_FORMATS, Document, Format, FoundEntities, Input, open_input
 from .formats.base import STANDARD_STREAM, STDIN_NAME, Stream, is_stream, read_utf8
 from .formats.brat import ANN_SUFFIX, TEXT_SUFFIX
 
@@ -209,15 +210,15 @@ def run_prediction(run: PredictionRun, pipeline, state=None) -> dict[str, int]:
                 results = _merge(gather_object([results]))
             if main:
                 for index, document in enumerate(chunk):
-                    entities = results.get(index)
-                    if entities is None:  # a bad line, or a document the model cannot take (--skip-bad-lines)
+                    found = results.get(index)
+                    if found is None:  # a bad line, or a document the model cannot take (--skip-bad-lines)
                         counts["skipped"] += 1
                         continue
-                    output.add(document, entities)
+                    output.add(document, found)
                     if run.html is not None:
-                        page.append((document.as_text()[0], entities))
+                        page.append((document.as_text()[0], found.characters()))
                     counts["documents"] += 1
-                    counts["entities"] += len(entities)
+                    counts["entities"] += len(found.entities)
                 done, size = progress.documents + len(chunk), output.commit()
                 progress = Progress(done, size, fingerprint.record(), options)
                 if resumable:
@@ -344,11 +345,13 @@ def _inode(path: Path) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def _merge(parts: list[dict[int, list | None]]) -> dict[int, list | None]:
+def _merge(parts: list[dict[int, FoundEntities | None]]) -> dict[int, FoundEntities | None]:
     return {index: entities for part in parts for index, entities in part.items()}
 
 
-def _tag_chunk(chunk: list[Document], rank: int, world: int, pipeline, run: PredictionRun) -> dict[int, list | None]:
+def _tag_chunk(
+    chunk: list[Document], rank: int, world: int, pipeline, run: PredictionRun
+) -> dict[int, FoundEntities | None]:
     """Entities of this process's share of `chunk`, by their index in the chunk (None: a document left out).
 
     The chunk is cut into units of `batch_size` documents, each tagged by one pipeline call, and the units are dealt
@@ -366,7 +369,9 @@ def _tag_chunk(chunk: list[Document], rank: int, world: int, pipeline, run: Pred
     return results
 
 
-def _tag(chunk: list[Document], indices: list[int], pipeline, run: PredictionRun, kwargs) -> dict[int, list | None]:
+def _tag(
+    chunk: list[Document], indices: list[int], pipeline, run: PredictionRun, kwargs
+) -> dict[int, FoundEntities | None]:
     """One pipeline call over the documents `indices` of `chunk` (all text, or all words). A call that bad input
     fails is made again a document at a time, to name the document at fault by its file and line rather than by its
     place in the batch, or, with `--skip-bad-lines`, to leave it out (None) and tag the others."""
@@ -375,7 +380,7 @@ def _tag(chunk: list[Document], indices: list[int], pipeline, run: PredictionRun
     words = chunk[indices[0]].words is not None
     inputs = [chunk[index].words if words else chunk[index].text for index in indices]
     try:
-        return dict(zip(indices, pipeline(inputs, is_split_into_words=words, **kwargs)))
+        return dict(zip(indices, pipeline.predict_words(inputs, is_split_into_words=words, **kwargs)))
     except (TypeError, ValueError) as error:
         if len(indices) == 1:
             return {indices[0]: _leave_out(chunk[indices[0]], error, run)}
@@ -428,8 +433,8 @@ class StreamOutput:
         self.file.truncate(progress.output_bytes)
         self.file.seek(progress.output_bytes)
 
-    def add(self, document: Document, entities: Sequence[Mapping]) -> None:
-        self.file.write(self.write(document, entities))
+    def add(self, document: Document, found: FoundEntities) -> None:
+        self.file.write(self.write(document, found))
 
     def commit(self) -> int:
         self.file.flush()
@@ -496,7 +501,7 @@ class FolderOutput:
         self.folder, self.write = folder, output_format.write_document
         self.lines: dict[str, int] = {}  # name -> input line, to refuse two documents of one name
 
-    def add(self, document: Document, entities: Sequence[Mapping]) -> None:
+    def add(self, document: Document, found: FoundEntities) -> None:
         name = document_name(document)
         if name in self.lines:
             raise ValueError(
@@ -504,7 +509,7 @@ class FolderOutput:
                 "files would replace theirs; give the documents distinct ids"
             )
         self.lines[name] = document.line
-        for suffix, content in self.write(document, entities).items():
+        for suffix, content in self.write(document, found).items():
             path = self.folder / f"{name}{suffix}"
             if suffix == TEXT_SUFFIX and path.is_file():
                 if read_utf8(path, keep_bom=True) == content:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from html import escape
 
-from .text_utils import character_entity, entity_type, join_words
+from .text_utils import character_entity, join_words
 
 # displaCy's entity colours, then a few more; a type keeps its colour across the texts of one page.
 PALETTE = (
@@ -48,9 +48,9 @@ def render_html(
     entities: Sequence[Mapping] | Sequence[Sequence[Mapping]],
     title: str = "LightNER entities",
 ) -> str:
-    """An HTML page showing `entities` in `text`: dicts with `start`, `end` (character offsets), `score`, the type
-    as `entity_group` (the pipeline's) or `type` (`text_utils.character_entity` turns `predict`'s word offsets into
-    characters), and `fragments` for a discontinuous entity.
+    """An HTML page showing `entities` in `text`: the pipeline's dicts, with `entity_group`, `start`, `end`
+    (character offsets), `score`, and `fragments` for a discontinuous entity (`render_word_entities` draws
+    `predict`'s word-offset entities).
 
         `text` is one text and `entities` its entities, or `text` is a list of texts and `entities` one list per text.
     """
@@ -62,7 +62,7 @@ def render_entities(text: str | Sequence[str], entities: Sequence[Mapping] | Seq
     texts, groups = ([text], [entities]) if isinstance(text, str) else (list(text), list(entities))
     if len(texts) != len(groups):
         raise ValueError(f"got {len(texts)} texts but {len(groups)} entity lists")
-    types = sorted({entity_type(entity) for group in groups for entity in group})
+    types = sorted({entity["entity_group"] for group in groups for entity in group})
     colors = {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(types)}
     legend = " ".join(_open_mark(name, colors, None) + _close_mark(name) for name in types)
     sections = "\n".join(_render_text(body, group, colors) for body, group in zip(texts, groups))
@@ -111,9 +111,9 @@ def _render_text(text: str, entities: Sequence[Mapping], colors: Mapping[str, st
     html = f'<div class="text" dir="auto">{_inline(text, inline, colors)}</div>'
     if crossing:
         items = ", ".join(
-            _open_mark(entity_type(e), colors, e.get("score"), e)
+            _open_mark(e["entity_group"], colors, e.get("score"), e)
             + escape(text[e["start"] : e["end"]])
-            + _close_mark(entity_type(e), e)
+            + _close_mark(e["entity_group"], e)
             + f" ({e['start']}-{e['end']})"
             for e in crossing
         )
@@ -143,14 +143,14 @@ def _inline(text: str, entities: Sequence[Mapping], colors: Mapping[str, str]) -
         nonlocal cursor
         while open_entities and open_entities[-1]["end"] <= position:
             entity = open_entities.pop()
-            parts.append(escape(text[cursor : entity["end"]]) + _close_mark(entity_type(entity), entity))
+            parts.append(escape(text[cursor : entity["end"]]) + _close_mark(entity["entity_group"], entity))
             cursor = entity["end"]
 
     for entity in entities:
         close_until(entity["start"])
         parts.append(
             escape(text[cursor : entity["start"]])
-            + _open_mark(entity_type(entity), colors, entity.get("score"), entity)
+            + _open_mark(entity["entity_group"], colors, entity.get("score"), entity)
         )
         cursor = entity["start"]
         open_entities.append(entity)

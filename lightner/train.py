@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .arguments import ENTITY_SHAPE_CHOICES, TRAINING_ARGS_NAME, LightNerTrainingArguments
+from .arguments import ENTITY_SHAPE_CHOICES, TRAINING_ARGS_NAME, LightNerTrainingArguments, model_settings
 from .checkpointing import (
     LEARNING_CURVE_NAME,
     METRICS_LOG_NAME,
@@ -269,16 +269,15 @@ def build_model(args: LightNerTrainingArguments, types: Sequence[str], entity_sh
     """A fresh adapter on the backbone. The backbone loader refuses what would train on random weights (a folder
     holding another model, weights that did not load) and says what to do when the backbone cannot be fetched."""
     source = load_adapter_config(args.init_from) if args.init_from else None
+    settings = model_settings(args)
+    if source:
+        settings["prompt_length"] = source.prompt_length
     model = LightNerModel.from_backbone(
-        args.backbone,
+        settings.pop("backbone"),
         list(types),
         label_words=_label_words(source, args.label_words),
-        prompt_length=source.prompt_length if source else args.prompt_length,
-        prompt_hidden_size=args.prompt_hidden_size,
-        dropout=args.dropout,
         freeze_backbone=not args.full_finetune,
-        max_length_a=args.max_length_a,
-        beam_width=args.num_beams,
+        **settings,
         training_data=data_name(args.train_file),
         training_dataset_id=split_source(args.train_file)[0] if is_hub_dataset(args.train_file) else None,
         entity_shapes=entity_shapes,

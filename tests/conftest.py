@@ -38,7 +38,7 @@ REFUSE_PROJECT_IMPORTS = """
 import sys
 
 PROJECT = {"lightner", "modeling_lightner", "configuration_lightner", "tokenization_utils", "pipeline_lightner"}
-PROJECT |= {"text_utils", "generation_lightner", "hub_lightner", "quantization_lightner"}
+PROJECT |= {"text_utils", "generation_lightner", "hub_lightner", "quantization_lightner", "config_fields_lightner"}
 
 
 class RefuseProjectImports:

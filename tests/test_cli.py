@@ -126,6 +126,13 @@ def test_train_options_come_from_the_training_arguments_under_their_established_
     assert {field.name for field in dataclasses.fields(LightNerTrainingArguments)} <= set(names.values())
 
 
+def test_select_refuses_beams_it_would_not_use(capsys):
+    """Its uncertainty measures are read off one greedy pass: an accepted --num-beams would be silently ignored."""
+    with pytest.raises(SystemExit):
+        main(["select", "--model", "m", "--input", "pool.txt", "--k", "1", "--output", "o.txt", "--num-beams", "4"])
+    assert "unrecognized arguments: --num-beams 4" in capsys.readouterr().err
+
+
 def test_train_needs_data_and_output(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--output", str(tmp_path)])

@@ -344,6 +344,47 @@ def test_full_fine_tuning_saves_its_backbone_and_never_touches_a_shared_one(tiny
         assert torch.equal(loaded(**batch).logits, full(**batch).logits)
 
 
+def _model_state(model: LightNerModel) -> dict:
+    """Everything saving could change: the active adapter, every config (the backbone's too) and every tensor."""
+    return {
+        "active": model.active_adapter,
+        "config": model.config.to_json_string(),
+        "adapters": {name: adapter.config.to_json_string() for name, adapter in model.adapters.items()},
+        "backbone": model.backbone.config.to_json_string(),
+        "tensors": {name: tensor.clone() for name, tensor in model.state_dict().items()},
+    }
+
+
+def _assert_same_state(before: dict, after: dict) -> None:
+    assert {k: v for k, v in after.items() if k != "tensors"} == {k: v for k, v in before.items() if k != "tensors"}
+    assert after["tensors"].keys() == before["tensors"].keys()
+    assert all(torch.equal(after["tensors"][name], tensor) for name, tensor in before["tensors"].items())
+
+
+@pytest.mark.parametrize("freeze_backbone", [True, False])
+def test_saving_leaves_the_model_and_its_configs_as_they_were(tiny_backbone, tmp_path, freeze_backbone):
+    """Saving the active adapter, or another one by name, writes files and changes nothing in the model: not which
+    adapter is active, not a config (not even the fields the saved config.json gains), not a tensor."""
+    torch.manual_seed(3)
+    model = LightNerModel.from_backbone(
+        tiny_backbone, ["PER", "LOC"], prompt_hidden_size=16, freeze_backbone=freeze_backbone
+    )
+    model.add_adapter("flights", ["fromloc.city_name"], prompt_hidden_size=16)
+    before = _model_state(model)
+    model.save_pretrained(tmp_path / "active", adapter_dtype="bfloat16")
+    model.save_pretrained(tmp_path / "other", adapter="flights")
+    _assert_same_state(before, _model_state(model))
+    saved = json.loads((tmp_path / "other" / "config.json").read_text())
+    assert saved["entity_types"] == ["fromloc.city_name"] and saved["custom_pipelines"]["ner"]
+    assert "architectures" not in json.loads(before["config"]) and saved["architectures"] == ["LightNerModel"]
+    assert (tmp_path / "active" / "backbone").is_dir() != freeze_backbone
+    loaded = LightNerModel.from_pretrained(tmp_path / "other")
+    assert loaded.config.entity_types == ["fromloc.city_name"]
+    assert torch.equal(
+        loaded.pointer_head.label_word_weights, model.adapters["flights"].pointer_head.label_word_weights
+    )
+
+
 FIXTURE = Path(__file__).parent / "fixtures" / "adapter_v1"
 
 

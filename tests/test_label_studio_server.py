@@ -6,12 +6,17 @@ Label Studio pins many packages that conflict with ours, so it lives in its own 
 `LIGHTNER_LABEL_STUDIO` to its `label-studio` executable (`.ci/run` builds one). Without it the test skips, except
 under `LIGHTNER_REQUIRE_SHARED` (CI), where it fails. The server runs on 127.0.0.1 with a temporary SQLite data folder,
 a user and API token made from the environment, and is stopped when the test ends.
+
+Most of a first start is Label Studio migrating a new SQLite database (minutes). The migrated, still empty database is
+therefore made once per Label Studio installation, beside its executable (`migrated_database`; `.ci/run` makes it
+when it builds the environment), and each run starts from a copy of it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,7 +38,48 @@ from lightner.pipeline_lightner import LightNerPipeline
 EXECUTABLE = os.environ.get("LIGHTNER_LABEL_STUDIO", "")
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 TEXTS = ["cheap sushi near downtown boston", "any good thai food open late", "a pizza place in cambridge"]
-START_SECONDS = 600  # the first start migrates a fresh SQLite database: minutes on a busy machine
+START_SECONDS = 600  # minutes on a busy machine when it has to migrate a new database
+DATABASE_NAME = "label_studio.sqlite3"  # Label Studio's SQLite file in LABEL_STUDIO_BASE_DATA_DIR
+
+
+def label_studio_environment(data: Path) -> dict[str, str]:
+    """Label Studio's settings for a run on `data`: SQLite there, a user with a token, our backend on 127.0.0.1."""
+    return {
+        **os.environ,
+        "LABEL_STUDIO_BASE_DATA_DIR": str(data),
+        "LABEL_STUDIO_USERNAME": "lightner@example.com",
+        "LABEL_STUDIO_PASSWORD": "lightner-test-password",
+        "LABEL_STUDIO_USER_TOKEN": TOKEN,
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+        "DJANGO_DB": "sqlite",
+        # Our backend (and the webhook Label Studio makes for it) is on 127.0.0.1, refused by default
+        "ML_BLOCK_LOCAL_IP": "false",
+        "SSRF_PROTECTION_ENABLED": "false",
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
+    }
+
+
+def migrated_database(executable: Path) -> Path:
+    """An empty Label Studio database with every migration applied, made once per installation: in the folder
+    `lightner-migrated-db` of the environment that holds `executable` (`label-studio version` migrates, then exits)."""
+    folder = executable.parent.parent / "lightner-migrated-db"
+    database = folder / DATABASE_NAME
+    if not database.exists():
+        making = folder.with_name(f"{folder.name}.{os.getpid()}")
+        making.mkdir(parents=True, exist_ok=True)
+        command = [str(executable), "version"]
+        done = subprocess.run(
+            command, env=label_studio_environment(making), cwd=making, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            pytest.fail(f"{' '.join(command)} (migrating a database in {making}) failed: {done.stderr[-3000:]}")
+        if folder.exists():  # another run made it meanwhile
+            shutil.rmtree(making)
+        else:
+            making.replace(folder)
+    return database
 
 
 def free_port() -> int:
@@ -50,22 +96,9 @@ def label_studio(tmp_path_factory):
             pytest.fail(f"LIGHTNER_REQUIRE_SHARED is set and {reason}")
         pytest.skip(reason)
     data = tmp_path_factory.mktemp("label-studio")
+    shutil.copy(migrated_database(Path(EXECUTABLE)), data / DATABASE_NAME)
     port = free_port()
-    env = {
-        **os.environ,
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data),
-        "LABEL_STUDIO_USERNAME": "lightner@example.com",
-        "LABEL_STUDIO_PASSWORD": "lightner-test-password",
-        "LABEL_STUDIO_USER_TOKEN": TOKEN,
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-        "DJANGO_DB": "sqlite",
-        # Our backend (and the webhook Label Studio makes for it) is on 127.0.0.1, refused by default
-        "ML_BLOCK_LOCAL_IP": "false",
-        "SSRF_PROTECTION_ENABLED": "false",
-        "SENTRY_DSN": "",
-        "FRONTEND_SENTRY_DSN": "",
-    }
+    env = label_studio_environment(data)
     # --internal-host is the address it listens on (--host only names it in URLs; it would listen on 0.0.0.0).
     command = [EXECUTABLE, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)]
     log = (data / "server.log").open("w")

@@ -382,7 +382,7 @@ def test_docstring_examples_run():
     assert runner.summarize(verbose=False).failed == 0
 
 
-@pytest.mark.parametrize("version", ["4.57.1", "6.0.0", "5.23.9"])
+@pytest.mark.parametrize("version", ["4.57.1", "6.0.0", "5.26.0", "5.23.9"])
 def test_an_unsupported_transformers_is_refused_in_one_line(version):
     import subprocess
     import sys
@@ -391,8 +391,21 @@ def test_an_unsupported_transformers_is_refused_in_one_line(version):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
-        f"ImportError: LightNER needs transformers>=5.24,<6 (found {version})"
+        f"ImportError: LightNER needs transformers>=5.24,<5.26 (found {version})"
     )
+
+
+def test_the_runtime_transformers_gate_is_what_setup_declares():
+    """`setup.py` declares the range that `configuration_lightner` checks at import: one fact, read from one place."""
+    import runpy
+    from unittest import mock
+
+    from conftest import REPO_ROOT
+    from lightner.configuration_lightner import TRANSFORMERS_REQUIREMENT
+
+    with mock.patch("setuptools.setup") as setup:
+        runpy.run_path(str(REPO_ROOT / "setup.py"))
+    assert TRANSFORMERS_REQUIREMENT in setup.call_args.kwargs["install_requires"]
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from conftest import REPO_ROOT
 HUB_FILES = (
     "modeling_lightner.py",
     "configuration_lightner.py",
+    "config_fields_lightner.py",
     "generation_lightner.py",
     "hub_lightner.py",
     "quantization_lightner.py",

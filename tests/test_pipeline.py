@@ -491,9 +491,10 @@ def test_render_html_of_pipeline_output(ner):
     assert render_html(SHORT_TEXT, entities).count("<mark") >= len(entities)
 
 
-def test_predict_and_pipeline_entities_convert_in_one_place_and_score_and_render_alike(model, ner):
-    """`character_entity` turns `predict`'s word-offset entities into the pipeline's; `span_f1` and `render_html`
-    read the type from either field name."""
+def test_entities_are_word_level_until_the_pipeline_turns_them_into_characters_at_its_edge(model, ner):
+    """`predict_words` is the pipeline's word-level result, `model.predict`'s entities over the whole text (what
+    `lightner predict` writes from); the call is that with `character_entity` applied once at the end. `span_f1`
+    scores either (a metric takes what users have); `render_html` draws the pipeline's."""
     from lightner.metrics import span_f1
     from lightner.text_utils import character_entity, join_words
 
@@ -502,15 +503,35 @@ def test_predict_and_pipeline_entities_convert_in_one_place_and_score_and_render
     predicted = [{"type": "PER", "start": 0, "end": 2, "text": "Angela Merkel", "score": 0.5}]
     (converted,) = [character_entity(entity, text, spans) for entity in predicted]
     assert converted == {"entity_group": "PER", "score": 0.5, "word": "Angela Merkel", "start": 0, "end": 13}
-    by_words, by_characters = span_f1([predicted], [predicted]), span_f1([[converted]], [[converted]])
-    assert by_words["f1"] == by_characters["f1"] == 1.0
+    assert span_f1([predicted], [predicted])["f1"] == 1.0
+    assert span_f1([predicted], [[{**predicted[0], "type": "LOC"}]])["f1"] == 0.0
+    assert span_f1([[converted]], [[converted]])["f1"] == 1.0  # the pipeline's output scores as it comes
     assert span_f1([[converted]], [[{**converted, "entity_group": "LOC"}]])["f1"] == 0.0
-    assert render_html(text, [converted]) == render_html(text, [{**converted, "type": "PER"}])
-    assert (
-        render_html(text, [{k: v for k, v in converted.items() if k != "entity_group"} | {"type": "PER"}]).count(
-            '<span class="label">PER</span>'
-        )
-        == 2
-    )  # legend and text
-    expected = [character_entity(entity, text, spans) for entity in model.predict([words])[0]]
-    assert expected and ner(text) == sorted(expected, key=lambda e: (e["start"], e["end"], e["entity_group"]))
+    assert render_html(text, [converted]).count('<span class="label">PER</span>') == 2  # legend and text
+    (found,) = ner.predict_words([text])
+    expected = sorted(model.predict([words])[0], key=lambda e: (e["start"], e["end"], e["type"]))
+    assert expected and found.entities == expected and found.input_words() == expected
+    assert ner(text) == found.characters() == [character_entity(entity, text, spans) for entity in expected]
+    (as_words,) = ner.predict_words([words], is_split_into_words=True)
+    assert as_words.entities == expected and as_words.characters() == ner(words, is_split_into_words=True)
+
+
+def test_a_word_read_in_pieces_is_one_word_again_in_word_level_output(ner):
+    """A word longer than a window is read in pieces: characters stay the pieces' (the pipeline's output as before),
+    while `input_words` gives the entities over the input's own words, an entity in a piece covering the word."""
+    from lightner.pipeline_lightner import Document, WordEntities
+
+    text = "Hi " + "x" * 10 + " there"
+    document = Document(text, [(0, 2), (3, 8), (8, 13), (14, 19)], ["Hi", "xxxxx", "xxxxx", "there"], [],
+                        [(0, 2), (3, 13), (14, 19)])  # fmt: skip
+    entities = [
+        {"type": "A", "start": 2, "end": 4, "text": "xxxxx there", "score": 0.5},
+        {"type": "B", "start": 0, "end": 4, "text": "Hi xxxxx there", "score": 0.25, "fragments": [[0, 1], [2, 4]]},
+    ]
+    found = WordEntities(document, entities)
+    assert found.characters()[0] == {"entity_group": "A", "score": 0.5, "word": "xxxxx there", "start": 8, "end": 19}
+    assert found.input_words() == [
+        {"type": "A", "start": 1, "end": 3, "text": "x" * 10 + " there", "score": 0.5},
+        {"type": "B", "start": 0, "end": 3, "text": "Hi " + "x" * 10 + " there", "score": 0.25,
+         "fragments": [[0, 1], [1, 3]]},
+    ]  # fmt: skip

@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import model_with_strong_prompts, save_tiny_backbone
+from lightner import quantization_lightner
 from lightner.modeling_lightner import LightNerModel
-from lightner.quantization_lightner import is_quantized, quantize_backbone
+from lightner.quantization_lightner import INT8_KERNELS, Int8Linear, is_quantized, quantize_backbone
 from lightner.tokenization_utils import collate, encode_sentences, encode_target
 
 TYPES = ["PER", "LOC", "ORG"]
@@ -90,6 +91,7 @@ def test_bad_precision_requests_are_refused_by_name(saved, tiny_backbone, monkey
         raise RuntimeError("_int_mm not implemented for this build")
 
     monkeypatch.setattr(torch, "_int_mm", no_int8_kernel)
+    monkeypatch.setattr(quantization_lightner, "int8_kernel", lambda: "int_mm")  # as on a CPU with VNNI
     with pytest.raises(RuntimeError, match=r"needs torch._int_mm, the int8 x int8 -> int32 matrix product"):
         LightNerModel.from_backbone(save_tiny_backbone(saved.parent / "other", seed=1), TYPES, quantize="int8")
 
@@ -101,14 +103,13 @@ def _batch(model, sentences, entities):
     return encoded, collate(encoded, model.tokenizer.pad_token_id, targets)
 
 
+@pytest.mark.parametrize("kernel", INT8_KERNELS)
 @pytest.mark.parametrize("asymmetric", [False, True])
-def test_int8_linear_rows_are_independent_and_close_to_float(asymmetric):
+def test_int8_linear_rows_are_independent_and_close_to_float(asymmetric, kernel):
     """A row's int8 result is the same alone or in any batch (bit for bit), and close to the float layer's."""
-    from lightner.quantization_lightner import Int8Linear
-
     torch.manual_seed(0)
     linear = torch.nn.Linear(256, 64)
-    layer = Int8Linear(linear, asymmetric=asymmetric)
+    layer = Int8Linear(linear, asymmetric=asymmetric, kernel=kernel)
     x = torch.nn.functional.gelu(torch.randn(2, 5, 256) * 2)  # what fc2 reads
     batched = layer(x)
     alone = torch.cat([layer(x[:, i : i + 1]) for i in range(5)], dim=1)
@@ -118,13 +119,62 @@ def test_int8_linear_rows_are_independent_and_close_to_float(asymmetric):
     assert error < 0.02, error
 
 
-def test_asymmetric_inputs_halve_the_error_on_activation_outputs():
-    """GELU outputs are at least -0.17: a zero point uses all 256 levels where the symmetric range wastes half."""
-    from lightner.quantization_lightner import Int8Linear
-
+@pytest.mark.parametrize("kernel", INT8_KERNELS)
+def test_asymmetric_inputs_halve_the_error_on_activation_outputs(kernel):
+    """GELU outputs are at least -0.17: a zero point uses all the levels where the symmetric range wastes half."""
     torch.manual_seed(0)
     linear = torch.nn.Linear(1024, 256)
     x = torch.nn.functional.gelu(torch.randn(64, 1024))
     reference = linear(x)
-    errors = {asym: (Int8Linear(linear, asymmetric=asym)(x) - reference).pow(2).mean() for asym in (False, True)}
+    errors = {
+        asym: (Int8Linear(linear, asymmetric=asym, kernel=kernel)(x) - reference).pow(2).mean()
+        for asym in (False, True)
+    }
     assert errors[True] < 0.6 * errors[False], errors
+
+
+def test_both_int8_kernels_compute_the_same_quantized_product():
+    """The kernels multiply the same quantized rows and weights exactly (int32 sums; oneDNN's in two halves, so that
+    AVX2's int16 pair sums cannot saturate): each equals the float64 product of the dequantized inputs and weights up
+    to float32 rounding, so a kernel adds no error of its own and predictions do not depend on the CPU's int8 kind."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(512, 128)
+    rows = torch.randn(16, 512) * torch.linspace(0.1, 8, 512)  # wide rows: most inputs land above level 127
+    outputs = {}
+    for kernel in INT8_KERNELS:
+        for asymmetric in (False, True):
+            layer = Int8Linear(linear, asymmetric=asymmetric, kernel=kernel)
+            quantized, scale, zero = quantization_lightner._quantize_rows(rows, asymmetric)
+            weight = (linear.weight.detach() / layer.weight_scale[:, None]).round().double()
+            weight = weight * layer.weight_scale.double()[:, None]
+            expected = (scale.double() * (quantized.double() - zero.double())) @ weight.T + linear.bias.double()
+            outputs[kernel, asymmetric] = layer(rows)
+            assert torch.allclose(outputs[kernel, asymmetric].double(), expected, rtol=1e-5, atol=1e-4), kernel
+    for asymmetric in (False, True):
+        assert torch.allclose(outputs["int_mm", asymmetric], outputs["onednn", asymmetric], rtol=1e-5, atol=1e-4)
+
+
+def test_the_int8_kernel_is_chosen_by_what_the_cpu_multiplies_natively(monkeypatch):
+    """`_int_mm` where the CPU has VNNI or AMX, oneDNN's AVX2 product elsewhere (if the build has it)."""
+    chosen = {}
+    for vnni in (True, False):
+        quantization_lightner.int8_kernel.cache_clear()
+        monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda vnni=vnni: vnni, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+        chosen[vnni] = quantization_lightner.int8_kernel()
+    quantization_lightner.int8_kernel.cache_clear()
+    assert chosen[True] == "int_mm"
+    assert chosen[False] == ("onednn" if quantization_lightner._onednn_runs() else "int_mm")
+
+
+@pytest.mark.parametrize("kernel", INT8_KERNELS)
+def test_a_copied_int8_layer_computes_the_same(kernel):
+    """A shared backbone is copied before a move (`BackboneSharing._apply`): oneDNN's packed weights, which it cannot
+    copy, are shared by the copy, and its buffers are its own."""
+    import copy
+
+    layer = Int8Linear(torch.nn.Linear(64, 32), asymmetric=True, kernel=kernel)
+    copied = copy.deepcopy(layer)
+    x = torch.randn(3, 64)
+    assert torch.equal(copied(x), layer(x))
+    assert copied.weight_scale is not layer.weight_scale and copied.kernel == kernel

@@ -244,17 +244,25 @@ ADR_TEXT = "She had muscle and joint pain after the first dose."
 
 
 def adr_entity(text: str, fragments: list[str], entity_type: str = "ADR", score: float = 0.9) -> dict:
-    """A pipeline entity over `text` made of the given fragment texts, found in order (test data)."""
-    spans, cursor = [], 0
+    """A word-level entity (`model.predict`'s) over the words of `text` made of the given fragment texts, each a run
+    of whole words, found in order (test data)."""
+    words, spans, cursor = split_words_of(text), [], 0
     for fragment in fragments:
-        start = text.index(fragment, cursor)
-        spans.append({"start": start, "end": start + len(fragment), "word": fragment})
-        cursor = start + len(fragment)
-    entity = {"entity_group": entity_type, "score": score, "start": spans[0]["start"], "end": spans[-1]["end"]}
-    entity["word"] = " ".join(f["word"] for f in spans) if len(spans) > 1 else spans[0]["word"]
+        size = len(fragment.split())
+        start = next(i for i in range(cursor, len(words)) if " ".join(words[i : i + size]) == fragment)
+        spans.append([start, start + size])
+        cursor = start + size
+    entity = {"type": entity_type, "start": spans[0][0], "end": spans[-1][1], "text": " ".join(fragments)}
+    entity["score"] = score
     if len(spans) > 1:
         entity["fragments"] = spans
     return entity
+
+
+def split_words_of(text: str) -> list[str]:
+    from lightner.text_utils import split_words
+
+    return [text[start:end] for start, end in split_words(text)]
 
 
 ADR_ENTITIES = [
@@ -265,14 +273,23 @@ ADR_ENTITIES = [
 
 
 class FixedPipeline:
-    """Stands in for the pipeline in file-format tests: the given entities for every text, the call recorded."""
+    """Stands in for the pipeline in file-format tests: the given word-level entities for every text (the words of
+    a word list joined by spaces), the call recorded."""
 
     def __init__(self, entities_of):
         self.entities_of, self.calls = entities_of, []
 
-    def __call__(self, inputs, **kwargs):
+    def predict_words(self, inputs, is_split_into_words=False, **kwargs):
+        from lightner.pipeline_lightner import Document, WordEntities
+        from lightner.text_utils import join_words, split_words
+
         self.calls.append(list(inputs))
-        return [self.entities_of(text if isinstance(text, str) else " ".join(text)) for text in inputs]
+        found = []
+        for item in inputs:
+            text, spans = join_words(item) if is_split_into_words else (item, split_words(item))
+            document = Document(text, spans, [text[start:end] for start, end in spans], [], spans)
+            found.append(WordEntities(document, self.entities_of(item if isinstance(item, str) else " ".join(item))))
+        return found
 
 
 def test_brat_output_reads_back_with_every_fragment(tmp_path):
@@ -300,7 +317,19 @@ def test_brat_output_reads_back_with_every_fragment(tmp_path):
     assert empty.words == ["nothing", "here"] and not empty.entities
     # The same run in JSON Lines holds the same entities, character for character.
     (record, _) = records(predict(tmp_path, pipeline, source, output=tmp_path / "same.jsonl"))
-    assert record["entities"] == ADR_ENTITIES
+    muscle, pain = {"start": 8, "end": 14, "word": "muscle"}, {"start": 25, "end": 29, "word": "pain"}
+    assert record["entities"] == [
+        {
+            "entity_group": "ADR",
+            "score": 0.9,
+            "word": "muscle pain",
+            "start": 8,
+            "end": 29,
+            "fragments": [muscle, pain],
+        },
+        {"entity_group": "ADR", "score": 0.75, "word": "joint pain", "start": 19, "end": 29},
+        {"entity_group": "Drug", "score": 0.5, "word": "first dose", "start": 40, "end": 50},
+    ]
 
 
 def test_brat_folder_in_brat_out_beside_the_texts(tmp_path):
@@ -451,7 +480,7 @@ def interrupt_after(monkeypatch, output_format: str, documents: int) -> None:
 def test_resume_refuses_a_changed_input_or_other_options_naming_what_changed(tmp_path, monkeypatch, caplog):
     lines = [f"{ADR_TEXT} ({i})" for i in range(12)]
     source = corpus(tmp_path, lines)
-    pipeline = FixedPipeline(lambda text: ADR_ENTITIES)
+    pipeline = FixedPipeline(lambda text: ADR_ENTITIES if text.startswith(ADR_TEXT) else [])  # word offsets of it
     output = tmp_path / "out.jsonl"
     interrupt_after(monkeypatch, "jsonl", 6)
     with pytest.raises(KeyboardInterrupt):
@@ -496,14 +525,14 @@ def test_a_second_run_into_an_output_being_written_is_refused_by_name(tmp_path, 
     refusals = []
 
     class RacingPipeline(FixedPipeline):
-        def __call__(self, inputs, **kwargs):
+        def predict_words(self, inputs, **kwargs):
             if not self.calls:
                 with pytest.raises(ValueError) as refused:
                     predict(
                         tmp_path, FixedPipeline(lambda text: []), source, output_format=output_format, output=output
                     )
                 refusals.append(str(refused.value))
-            return super().__call__(inputs, **kwargs)
+            return super().predict_words(inputs, **kwargs)
 
     predict(tmp_path, RacingPipeline(lambda text: ADR_ENTITIES), source, output_format=output_format, output=output)
     assert refusals == [

@@ -6,9 +6,9 @@ how a path is recognised, how labelled sentences are read and written (training,
 order; the CLI, the converter and training take their choices and help from it. Adding a format is one module plus
 one row here.
 
-`detect_format` tells a path's format from the rows' `matches` (the first row that accepts the path);
-`open_input` does the same for prediction input, where a file that is neither `.jsonl` nor a `datasets` source is
-told by its first lines (CoNLL columns, else plain text) and a folder of `.txt` files is BRAT text.
+`detect_format` is the one detector: the first row that accepts a path, by its `matches` for labelled data or by
+its `matches_input` for a prediction input (`open_input`), where a folder of `.txt` files is BRAT text and a file
+that is neither `.jsonl` nor a `datasets` source is told by its first lines (CoNLL columns, else plain text).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 from ..data import Sentence
@@ -27,14 +26,13 @@ from .base import (
     STDIN_NAME,
     Document,
     Format,
+    FoundEntities,
     ReadOptions,
     Stream,
     WriteOptions,
     is_stream,
-    lines,
     open_source,
     read_utf8,
-    word_entities,
 )
 from .brat import read_brat, write_brat
 from .conll import read_conll, write_conll
@@ -66,9 +64,17 @@ DEFAULT_READ_OPTIONS, DEFAULT_WRITE_OPTIONS = ReadOptions(), WriteOptions()
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def detect_format(path: str | os.PathLike) -> str:
-    """The name of the first format in `FORMATS` whose detection accepts `path` (for reading or for writing)."""
-    return next(name for name, row in FORMATS.items() if row.matches and row.matches(Path(path)))
+def detect_format(source: str | os.PathLike | Stream, prediction_input: bool = False) -> str:
+    """The name of the first format in `FORMATS` that accepts `source`: labelled data (read or written) by the rows'
+    `matches`, which the CoNLL row ends by accepting any path; with `prediction_input`, an opened input (a path or a
+    `Stream`, which only rows that can read one are asked about) by their `matches_input`, where a folder no row
+    accepts is refused."""
+    opened = source if isinstance(source, Stream) else Path(source)
+    for name, row in FORMATS.items():
+        matches = row.matches_input if prediction_input else row.matches
+        if matches is not None and (row.streamable or not isinstance(opened, Stream)) and matches(opened):
+            return name
+    raise FileNotFoundError(_not_an_input_folder(opened))
 
 
 def _format(name: str) -> Format:
@@ -134,7 +140,7 @@ def open_input(source: str | os.PathLike, data_format: str = "auto") -> Input:
     """`source` in `data_format` ("auto": detected, see `detect_input_format`), checked to exist."""
     source = str(source)
     opened = open_source(source)
-    name = _detect_input(source, opened) if data_format == "auto" else data_format
+    name = detect_format(opened, prediction_input=True) if data_format == "auto" else data_format
     if name not in INPUT_FORMATS:
         raise ValueError(f"unknown input format {name!r}; expected one of {tuple(INPUT_FORMATS)}")
     if isinstance(opened, Stream):
@@ -155,26 +161,6 @@ def detect_input_format(path: str | os.PathLike) -> str:
     lines are read, so detection costs nothing on a large corpus. Standard input (`-`), a pipe or a device is told
     by its first lines; what detection reads of it is lost here (`open_input` keeps it for the reader)."""
     return open_input(path).format
-
-
-def _detect_input(source: str, opened: Path | Stream) -> str:
-    """`detect_format`'s answer where it is `hf` or `jsonl`; a folder of texts is BRAT text; else a look at the
-    lines."""
-    if isinstance(opened, Stream):
-        return _format_of_lines(opened)
-    if brat.is_text_folder(opened):
-        return "brat"
-    if opened.is_dir() and not hf.is_datasets_folder(opened):
-        raise FileNotFoundError(_not_an_input_folder(opened))
-    name = detect_format(split_source(source)[0])
-    if name in ("hf", "label-studio", "jsonl"):
-        return name
-    return _format_of_lines(opened)
-
-
-def _format_of_lines(opened: Path | Stream) -> str:
-    sample = list(islice((line for _, line in lines(opened, keep=True) if line.strip()), 50))
-    return "conll" if sample and all(conll.is_tagged(line) for line in sample) else "text"
 
 
 def _not_an_input_folder(path: Path) -> str:
@@ -199,6 +185,7 @@ __all__ = [
     "STANDARD_STREAM",
     "STDIN_NAME",
     "Document",
+    "FoundEntities",
     "Format",
     "Input",
     "ReadOptions",
@@ -224,7 +211,6 @@ __all__ = [
     "read_utf8",
     "split_source",
     "to_hf_dataset",
-    "word_entities",
     "write_brat",
     "write_conll",
     "write_jsonl",

@@ -12,11 +12,10 @@ import os
 import re
 import stat
 import sys
-from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from ..data import DataFormatError, Sentence
 
@@ -74,24 +73,38 @@ class WriteOptions:
     types: Sequence[str] | None = None
 
 
+class FoundEntities(Protocol):
+    """One document's predicted entities as a writer gets them (`pipeline_lightner.WordEntities`): at the word level,
+    in the form each format asks for, computed when it asks."""
+
+    def input_words(self) -> list[dict]:
+        """`model.predict`'s entities (`type`, word `start`/`end`, `text`, `score`, `fragments` for a discontinuous
+        one) over the document's own words."""
+
+    def characters(self) -> list[dict]:
+        """The pipeline's entities (`entity_group`, `score`, `word`, character `start`/`end`, `fragments`)."""
+
+
 # One reader or writer's signature each; a format fills in those it has (see `Format`).
 SentenceReader = Callable[[Path, "ReadOptions"], list[Sentence]]
 SentenceWriter = Callable[[Sequence[Sentence], Path, "WriteOptions"], None]
 DocumentReader = Callable[[Any, bool], Iterator[Document]]
-DocumentWriter = Callable[[Document, Sequence[Mapping]], "str | dict[str, str]"]
+DocumentWriter = Callable[[Document, FoundEntities], "str | dict[str, str]"]
 
 
 @dataclass(frozen=True)
 class Format:
     """One data format, everything about it side by side: a row of `lightner.formats.FORMATS`.
 
-    - `matches(path)`: whether a path looks like this format (detection tries the rows in table order; None: never
-      detected from a path, only chosen by name or by `lightner.formats.detect_input_format`'s look at the lines).
+    - `matches(path)`: whether a path of labelled data looks like this format; `matches_input(opened)`: whether a
+      `lightner predict` input (a path, or a `Stream` when `streamable`) is this format, from its path or its first
+      lines. `lightner.formats.detect_format` tries the rows in table order, by one or the other; None: never
+      detected, only chosen by name.
     - `read`/`write`: sentences with word-level entities (training, evaluation, `convert_data`); `labelled` formats
       hold entities, plain text only feeds prediction.
     - `read_documents(opened, skip_bad_lines)`: `lightner predict`'s input, lazily (`opened` is a path, a `Stream`
       when `streamable`, or a `datasets` source string for `hf`), and `input_description` for the CLI help.
-    - `write_document(document, entities)`: one document's predictions (the pipeline's entities) as the text appended
+    - `write_document(document, found)`: one document's predictions (`FoundEntities`) as the text appended
       to the output file, or for a `folder_output` format its files as `{suffix: text}`; `output_description` for
       the CLI help.
     - `finish_output(path)`: turns the finished output file into its final form (Label Studio's JSON list, written
@@ -102,6 +115,7 @@ class Format:
     description: str
     labelled: bool = True
     matches: Callable[[Path], bool] | None = None
+    matches_input: Callable[[Path | Stream], bool] | None = None
     read: SentenceReader | None = None
     write: SentenceWriter | None = None
     read_documents: DocumentReader | None = None
@@ -181,6 +195,12 @@ def is_stream(path: str | os.PathLike) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def is_file_input(opened: Path | Stream) -> bool:
+    """Whether a prediction input is (or would be, as a missing path) a file or a stream rather than a folder: what
+    the formats read a line at a time need."""
+    return isinstance(opened, Stream) or not opened.is_dir()
+
+
 def open_source(source: str) -> Path | Stream:
     """A file input as its path (opened when read), a stream input as a `Stream`."""
     if source == STANDARD_STREAM:
@@ -230,38 +250,3 @@ def lines(
         except UnicodeDecodeError as error:
             raise DataFormatError(source, number, f"not valid UTF-8 (byte 0x{raw[error.start]:02x})") from None
         yield number, line.removeprefix("\ufeff" if number == 1 else "")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Entities
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def word_entities(document: Document, entities: Sequence[Mapping]) -> list[dict]:
-    """The pipeline's character-offset entities as `predict`'s word-offset ones (`type`, `start`, `end`, `text`,
-    `score`, and `fragments` for a discontinuous one), over the document's words; the inverse of
-    `text_utils.character_entity`."""
-    from ..tokenization_utils import FRAGMENT_SEPARATOR  # lazily: the format table imports no torch
-
-    text, spans = document.as_text()
-    starts, ends = [start for start, _ in spans], [end for _, end in spans]
-    words = document.words if document.words is not None else [text[start:end] for start, end in spans]
-
-    def word_span(start: int, end: int) -> tuple[int, int]:
-        return bisect_right(starts, start) - 1, bisect_left(ends, end) + 1
-
-    converted = []
-    for entity in entities:
-        fragments = [word_span(f["start"], f["end"]) for f in entity.get("fragments") or [entity]]
-        converted.append(
-            {
-                "type": entity["entity_group"],
-                "start": fragments[0][0],
-                "end": fragments[-1][1],
-                "text": FRAGMENT_SEPARATOR.join(" ".join(words[first:end]) for first, end in fragments),
-                "score": entity["score"],
-            }
-        )
-        if len(fragments) > 1:
-            converted[-1]["fragments"] = [list(fragment) for fragment in fragments]
-    return converted

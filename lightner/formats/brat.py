@@ -26,7 +26,7 @@ from os import PathLike
 from pathlib import Path
 
 from ..data import DataFormatError, Entity, Sentence, make_span
-from .base import Document, Format, ReadOptions, WriteOptions, read_utf8
+from .base import Document, Format, FoundEntities, ReadOptions, WriteOptions, read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def text_files(path: Path) -> list[Path]:
     return sorted(path.rglob(f"*{TEXT_SUFFIX}")) if path.is_dir() else [path]
 
 
-def write_document(document: Document, entities: Sequence[Mapping]) -> dict[str, str]:
+def write_document(document: Document, found: FoundEntities) -> dict[str, str]:
     """BRAT standoff: the document's text (`.txt`; word input: the words joined by spaces) and its entities
     (`.ann`): a `T` line each, a discontinuous one with all its fragments (`T1<TAB>ADR 10 16;27 31<TAB>muscle pain`),
     and its score as an `AnnotatorNotes` line."""
@@ -282,7 +282,7 @@ def write_document(document: Document, entities: Sequence[Mapping]) -> dict[str,
             [(f["start"], f["end"]) for f in entity.get("fragments") or [entity]],
             entity["score"],
         )
-        for entity in entities
+        for entity in found.characters()
     )
     return {TEXT_SUFFIX: text, ANN_SUFFIX: annotation_file(annotated, text)}
 
@@ -313,6 +313,7 @@ FORMAT = Format(
     "brat",
     "BRAT standoff: a folder of .ann files with their .txt beside them, or one .ann file (detected by that)",
     matches=matches,
+    matches_input=lambda opened: isinstance(opened, Path) and is_text_folder(opened),
     read=_read,
     write=_write,
     read_documents=read_documents,

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from os import PathLike
 from pathlib import Path
 
 from ..data import DataFormatError, Sentence, Span, decode_tags, tag_parser, tags_from_spans
-from .base import NEWLINE, Document, Format, Stream, lines, read_utf8, word_entities
+from .base import NEWLINE, Document, Format, FoundEntities, Stream, is_file_input, lines, read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def read_documents(path: Path | Stream, skip_bad_lines: bool) -> Iterator[Docume
         yield Document(first, words=words)
 
 
-def write_document(document: Document, entities: Sequence[Mapping]) -> str:
+def write_document(document: Document, found: FoundEntities) -> str:
     """`word<TAB>tag` lines in IOB2 and a blank line (text input is split into words as the pipeline splits it).
 
     BIO tags cannot hold overlapping or discontinuous entities: of an overlap the higher-scoring entity is kept, a
@@ -120,7 +121,7 @@ def write_document(document: Document, entities: Sequence[Mapping]) -> str:
     text, spans = document.as_text()
     words = document.words if document.words is not None else [text[start:end] for start, end in spans]
     kept: list[Span] = []
-    converted = word_entities(document, entities)
+    converted = found.input_words()
     for entity in sorted(converted, key=lambda e: -e["score"]):
         fits = all(entity["end"] <= span.start or span.end <= entity["start"] for span in kept)
         if fits and "fragments" not in entity:
@@ -134,6 +135,13 @@ def write_document(document: Document, entities: Sequence[Mapping]) -> str:
     return "".join(f"{word}\t{tag}\n" for word, tag in zip(words, tags)) + "\n"
 
 
+def starts_tagged(opened: Path | Stream) -> bool:
+    """Whether the first 50 non-blank lines of a prediction input (a look that leaves a stream to be read again) are
+    all `is_tagged`: so little is read that detection costs nothing on a large corpus."""
+    sample = list(islice((line for _, line in lines(opened, keep=True) if line.strip()), 50))
+    return bool(sample) and all(is_tagged(line) for line in sample)
+
+
 def is_tagged(line: str) -> bool:
     """Whether a non-blank line looks like CoNLL: a `-DOCSTART-` line, or `word ... TAG` with a BIOES tag last."""
     columns = line.split()
@@ -144,6 +152,7 @@ FORMAT = Format(
     "conll",
     "a CoNLL column file (word first, tag last), any other file",
     matches=lambda path: True,
+    matches_input=lambda opened: is_file_input(opened) and starts_tagged(opened),
     read=lambda path, o: read_conll(path, scheme=o.scheme),
     write=lambda sentences, path, o: write_conll(sentences, path, scheme=o.scheme),
     read_documents=read_documents,

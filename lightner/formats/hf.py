@@ -26,6 +26,12 @@ def is_datasets_folder(path: Path) -> bool:
     return any((path / marker).is_file() for marker in DATASETS_MARKERS)
 
 
+def matches_input(opened: Path) -> bool:
+    """A `datasets` folder, or `NAME[:SPLIT]` where NAME is a path without suffix that is not a file (a Hub id)."""
+    name = Path(split_source(opened)[0])
+    return is_datasets_folder(name) if name.is_dir() else matches(name)
+
+
 def from_hf_dataset(
     dataset: Dataset, tokens_column: str = "tokens", tags_column: str = "ner_tags", scheme: str = "auto"
 ) -> list[Sentence]:
@@ -184,6 +190,7 @@ FORMAT = Format(
     "a Hugging Face datasets folder (save_to_disk) or Hub dataset id, NAME[:SPLIT], detected as a folder or a path "
     "without suffix",
     matches=matches,
+    matches_input=lambda opened: isinstance(opened, Path) and matches_input(opened),
     read=lambda path, o: read_hf_folder(path, o.split, o.tokens_column, o.tags_column, o.scheme, o.config_name),
     write=lambda sentences, path, o: to_hf_dataset(sentences, types=o.types).save_to_disk(str(path)),
     read_documents=read_documents,

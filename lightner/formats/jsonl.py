@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 from ..data import DataFormatError, Entity, Sentence, Span, is_discontinuous, make_span
-from .base import Document, Format, Stream, lines, read_utf8, word_entities
+from .base import Document, Format, FoundEntities, Stream, lines, read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -151,14 +151,14 @@ def _jsonl_document(number: int, line: str) -> Document:
     raise ValueError("no 'text' field (nor a 'tokens' list of words)")
 
 
-def write_document(document: Document, entities: Sequence[Mapping]) -> str:
+def write_document(document: Document, found: FoundEntities) -> str:
     """Text input: `{..., "text", "entities"}` with the pipeline's character offsets. Word input: `{..., "tokens",
     "entities"}` with word offsets (`read_jsonl` reads them back). Predictions replace any input
     `entities` field."""
     if document.words is not None:
-        record = {**document.fields, "tokens": document.words, "entities": word_entities(document, entities)}
+        record = {**document.fields, "tokens": document.words, "entities": found.input_words()}
     else:
-        record = {**document.fields, "text": document.text, "entities": list(entities)}
+        record = {**document.fields, "text": document.text, "entities": found.characters()}
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
@@ -166,6 +166,9 @@ FORMAT = Format(
     "jsonl",
     "JSON Lines of {tokens, entities}, detected by the suffix .jsonl or .json",
     matches=lambda path: path.suffix.lower() in SUFFIXES,
+    matches_input=lambda opened: (
+        isinstance(opened, Path) and not opened.is_dir() and opened.suffix.lower() in SUFFIXES
+    ),
     read=lambda path, o: read_jsonl(path),
     write=lambda sentences, path, o: write_jsonl(sentences, path),
     read_documents=read_documents,

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DataFormatError, Sentence, Span
-from .base import Document, Format, read_utf8
+from .base import Document, Format, FoundEntities, read_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -355,11 +355,11 @@ def read_task_documents(path: Path, skip_bad_lines: bool = False):
         yield Document(number, text=text, fields={k: v for k, v in data.items() if k != key})
 
 
-def task_line(document, entities: Sequence[Mapping[str, Any]]) -> str:
+def task_line(document: Document, found: FoundEntities) -> str:
     """One task with its prediction on one line: the output is a list of lines while it is written (so that
     `--resume` works as for JSON Lines), which `finish_task_file` makes into the JSON list Label Studio imports."""
     text, _ = document.as_text()
-    return json.dumps(task_with_prediction(text, entities, document.fields), ensure_ascii=False) + "\n"
+    return json.dumps(task_with_prediction(text, found.characters(), document.fields), ensure_ascii=False) + "\n"
 
 
 def finish_task_file(path: Path) -> None:
@@ -375,6 +375,7 @@ FORMAT = Format(
     "label-studio",
     "a Label Studio JSON export (a .json file holding a list of tasks; character-offset labels regions)",
     matches=is_label_studio_export,
+    matches_input=lambda opened: isinstance(opened, Path) and is_label_studio_export(opened),
     read=lambda path, o: read_label_studio(path),
     write=lambda sentences, path, o: write_label_studio(sentences, path),
     read_documents=read_task_documents,

@@ -8,7 +8,7 @@ from os import PathLike
 from pathlib import Path
 
 from ..data import Sentence
-from .base import LINE_BREAK, Document, Format, Stream, lines, read_utf8
+from .base import LINE_BREAK, Document, Format, Stream, is_file_input, lines, read_utf8
 
 
 def read_text(path: str | PathLike) -> list[Sentence]:
@@ -38,6 +38,7 @@ FORMAT = Format(
     "text",
     "plain text, one sentence per line (prediction input only; chosen when a file is not a CoNLL file)",
     labelled=False,
+    matches_input=is_file_input,
     read=lambda path, o: read_text(path),
     read_documents=read_documents,
     input_description="plain text, a document per line (any length)",

@@ -62,9 +62,9 @@ SHAPES = ("flat", "nested", "discontinuous")
 
 def _as_key(span: SpanLike) -> Key:
     """`(type, fragments)` of a `(start, end, type[, fragments])` tuple or a mapping with `start`, `end`, `type`
-    (`predict`'s entities) or `entity_group` (the pipeline's; this file imports nothing, so it restates
-    `text_utils.ENTITY_TYPE_KEYS`) and optional `fragments`, with offsets as plain ints; a contiguous entity has the
-    one fragment `(start, end)`."""
+    (`predict`'s word-offset entities) or `entity_group` (the pipeline's character-offset output, which users score
+    as it comes) and optional `fragments`, with offsets as plain ints; a contiguous entity has the one fragment
+    `(start, end)`."""
     if isinstance(span, Mapping):
         entity_type = span["entity_group"] if "entity_group" in span else span["type"]
         fragments = [(f["start"], f["end"]) if isinstance(f, Mapping) else f for f in span.get("fragments") or []]

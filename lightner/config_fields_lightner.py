@@ -1,0 +1,1 @@
+../config_fields_lightner.py
