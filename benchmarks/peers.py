@@ -12,10 +12,9 @@ the best batch size is reported. The rows:
    so the headline figure forces each sentence to stop at its gold output length (`</s>` unreachable before it, the
    only choice there, as `run.py`'s natural-length figures do): the work a trained model does on these sentences.
    Modes: fp32, bf16 (the backbone in bfloat16, adapter float32, as `from_pretrained(dtype=torch.bfloat16)` loads
-   it), int8 (`quantize_backbone`, as `quantize="int8"`: `torch._int_mm`, fast only with VNNI or AMX, so skipped by
-   default on a CPU without them) and int8-dynamic (`quantize_dynamic` on the backbone's linears, the same tool the
-   other rows get: the fast int8 on an AVX2-only CPU, not a mode the package offers); `fp32-random-lengths` lets the
-   random weights stop where they stop and reports the output indices, for reference only. A new domain costs an
+   it), int8 (`quantize_backbone`, as `quantize="int8"` loads it: `quantization_lightner.int8_kernel` picks the
+   product for the CPU); `fp32-random-lengths` lets the random weights stop where they stop and reports the output
+   indices, for reference only. A new domain costs an
    adapter (prompts and label-word weights, `adapter_state_dict()`); the backbone is shared.
 2. BERT-base token classifier (`BertForTokenClassification(BertConfig(num_labels=9))`, 9 = CoNLL's BIO tags): one
    encoder pass, argmax at each word's first piece. BERT's WordPiece vocabulary cannot be downloaded, so the words are
@@ -68,7 +67,7 @@ from run import build_model, force_full_length, read_sentences, reset_vm_hwm, se
 from shared_assets import ENTITY_TYPES, TEST_FILE, TOKENIZER_DIR, log, shared_dir
 
 MODES = {
-    "lightner": ("fp32", "bf16", "int8", "int8-dynamic", "fp32-random-lengths"),
+    "lightner": ("fp32", "bf16", "int8", "fp32-random-lengths"),
     "bert": ("fp32", "bf16", "int8"),
     "gliner": ("fp32", "bf16", "int8"),
     "spacy-trf": ("fp32", "bf16", "int8"),
@@ -80,10 +79,7 @@ TITLES = {
     "spacy-trf": "spaCy trf shape: RoBERTa-base + linear head (lower bound)",
 }
 FULL = {"sentences": 256, "batch_sizes": "8,32", "modes": None}
-QUICK = {"sentences": 16, "batch_sizes": "8", "modes": "fp32,int8,int8-dynamic"}
-# CPU flags of an int8 dot-product instruction: without one, `torch._int_mm` (LightNER's own int8 layers) has no fast
-# path (on AVX2 alone the smoke run measured it 6 x slower than float32, which would take hours at 256 sentences).
-INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+QUICK = {"sentences": 16, "batch_sizes": "8", "modes": "fp32,int8"}
 BIO_TAGS = 1 + 2 * len(ENTITY_TYPES)  # O plus B-/I- per CoNLL type
 GLINER_LABELS = ["location", "person", "organization", "miscellaneous"]  # ENTITY_TYPES as GLiNER users name them
 # DeBERTa-v3-base (GLiNER-medium-v2.1's encoder); `DebertaV2Config()` defaults are v2-xlarge's, so all are given.
@@ -190,8 +186,6 @@ def lightner_peer(shared: Path, mode: str, seed: int, sentences) -> Peer:
         bart.to(torch.bfloat16)
     elif mode == "int8":
         quantize_backbone(bart)
-    elif mode == "int8-dynamic":
-        bart = lower_precision(torch, bart, "int8")
     model = LightNerModel(config, backbone=bart, tokenizer=tokenizer, reparameterize=False)
     model.load_adapter_state_dict(adapter)
     model.eval()
@@ -439,26 +433,6 @@ def batch_sizes(text: str) -> list[int]:
     return [int(size) for size in text.split(",")]
 
 
-def int8_dot_product_cpu() -> bool:
-    """Whether this CPU has an int8 dot-product instruction (VNNI or AMX), read from `/proc/cpuinfo`'s flags."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return True  # unknown: measure rather than skip
-    return bool(flags & set(INT8_DOT_FLAGS))
-
-
-def skip_reason(system: str, mode: str, args) -> str | None:
-    """Why a row is not run by default: LightNER's own int8 layers on a CPU without VNNI/AMX (name the mode in
-    `--modes` to run it anyway)."""
-    if system == "lightner" and mode == "int8" and not args.modes_given and not int8_dot_product_cpu():
-        return (
-            f"skipped: no {'/'.join(INT8_DOT_FLAGS)} on this CPU, where torch._int_mm is several times slower than "
-            "fp32 (int8-dynamic is the int8 row here); --modes int8 runs it"
-        )
-    return None
-
-
 def run_worker(system: str, mode: str, args) -> dict:
     """Run one system in one mode in a fresh interpreter; its JSON is the last line of its stdout, its log goes to
     stderr. A failing worker is recorded, not fatal: the other rows still count."""
@@ -516,14 +490,13 @@ def parse_args(argv=None):
     parser.add_argument("--systems", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument(
         "--modes",
-        help="comma-separated modes to run where a system has them (all; quick fp32,int8,int8-dynamic)",
+        help="comma-separated modes to run where a system has them (all; quick fp32,int8)",
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", choices=list(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.modes_given = args.modes is not None
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -553,12 +526,7 @@ def main(argv=None) -> None:
         modes = [mode for mode in MODES[system] if wanted is None or mode in wanted]
         systems[system] = {}
         for mode in modes:
-            reason = skip_reason(system, mode, args)
-            if reason:
-                log(f"{system} {mode}: {reason}")
-            systems[system][mode] = (
-                {"system": system, "mode": mode, "error": reason} if reason else run_worker(system, mode, args)
-            )
+            systems[system][mode] = run_worker(system, mode, args)
     report = {
         "quick": args.quick,
         "sentences": args.sentences,
