@@ -154,6 +154,36 @@ def test_both_int8_kernels_compute_the_same_quantized_product():
         assert torch.allclose(outputs["int_mm", asymmetric], outputs["onednn", asymmetric], rtol=1e-5, atol=1e-4)
 
 
+def test_seven_bit_inputs_need_no_halves_and_stay_exact():
+    """oneDNN with 7-bit inputs (the encoder's) multiplies them in one product, exactly, rows independent."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(512, 128)
+    rows = torch.randn(16, 512) * torch.linspace(0.1, 8, 512)
+    layer = Int8Linear(linear, asymmetric=True, kernel="onednn", input_bits=7)
+    quantized, scale, zero = quantization_lightner._quantize_rows(rows, True, levels=127)
+    weight = (linear.weight.detach() / layer.weight_scale[:, None]).round().double() * layer.weight_scale.double()[
+        :, None
+    ]
+    expected = (scale.double() * (quantized.double() - zero.double())) @ weight.T + linear.bias.double()
+    out = layer(rows)
+    assert torch.allclose(out.double(), expected, rtol=1e-5, atol=1e-4)
+    assert torch.equal(torch.cat([layer(rows[i : i + 1]) for i in range(16)]), out)
+    with pytest.raises(ValueError, match="7 with the onednn kernel"):
+        Int8Linear(linear, kernel="int_mm", input_bits=7)
+
+
+def test_under_onednn_the_encoder_takes_seven_bit_inputs_and_the_decoder_eight(saved, monkeypatch):
+    """The encoder runs once over every source piece (bound by arithmetic: 7 bits, no halves); the decoder every step
+    over a few rows (bound by reading weights: 8 bits in two halves)."""
+    import copy
+
+    monkeypatch.setattr(quantization_lightner, "int8_kernel", lambda: "onednn")
+    quantized = quantize_backbone(copy.deepcopy(LightNerModel.from_pretrained(saved).backbone))
+    bits = {name: module.input_levels for name, module in quantized.named_modules() if isinstance(module, Int8Linear)}
+    assert {level for name, level in bits.items() if name.startswith("encoder.")} == {127}
+    assert {level for name, level in bits.items() if name.startswith("decoder.")} == {255}
+
+
 def test_the_int8_kernel_is_chosen_by_what_the_cpu_multiplies_natively(monkeypatch):
     """`_int_mm` where the CPU has VNNI or AMX, oneDNN's AVX2 product elsewhere (if the build has it)."""
     chosen = {}
