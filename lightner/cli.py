@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -27,6 +28,7 @@ from typing import Any
 
 from .arguments import LightNerTrainingArguments
 from .formats import LABELLED_FORMATS
+from .threads import make_products_reproducible
 
 DEFAULT_DATA_DIR = Path(os.environ.get("LIGHTNER_SHARED_DIR", "../shared")) / "data" / "lightner"
 
@@ -37,10 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging()
-    _set_threads(getattr(args, "threads", None))
+    make_products_reproducible()
     try:
-        # The command's own parser, so that its usage errors read "lightner train: error: ...".
-        return args.handler(args, args.command_parser)
+        with _threads(getattr(args, "threads", None)):
+            # The command's own parser, so that its usage errors read "lightner train: error: ...".
+            return args.handler(args, args.command_parser)
     except KeyboardInterrupt:  # Ctrl-C: what was done, and how to go on, rather than a traceback
         print(f"lightner {args.command}: interrupted{_INTERRUPTED.get(args.command, '')}", file=sys.stderr)
         return INTERRUPTED_EXIT_CODE
@@ -52,17 +55,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _set_threads(threads: int | None) -> None:
-    """`--threads`: torch's intra-op threads for the command. Why a user sets it: each decoding step is many small
-    parallel operations, and every one waits for its slowest thread; where another process holds a core, a thread
-    scheduled on that core stalls them all (beside one busy process on 2 cores: 2 threads 37-38 s, 1 thread 20-21 s
-    for the same generation; benchmarks/README.md)."""
-    if threads is not None:
-        import torch
+def _threads(threads: int | str | None) -> contextlib.AbstractContextManager:
+    """`--threads`: a fixed count of torch's intra-op threads, or "auto" (the default), threads that follow the cores
+    other processes leave free (`lightner.threads.AdaptiveThreads`: beside one busy process on 2 cores, 1 thread
+    generates 1.8x faster than 2, while on quiet cores 2 are faster). Commands without the option run as torch sets."""
+    if threads is None:
+        return contextlib.nullcontext()
+    if threads == AUTO_THREADS:
+        from .threads import AdaptiveThreads
 
-        torch.set_num_threads(threads)
+        return AdaptiveThreads()
+    import torch
+
+    torch.set_num_threads(threads)
+    return contextlib.nullcontext()
 
 
+# `--threads auto`: threads that follow the load.
+AUTO_THREADS = "auto"
 # The exit status of a command stopped by Ctrl-C, as shells report a process ended by SIGINT.
 INTERRUPTED_EXIT_CODE = 130
 # What to do after Ctrl-C, by command, for those that can go on from where they stopped.
@@ -257,6 +267,11 @@ def _print_results(results: dict[str, Any], output_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def thread_count(value: str) -> int | str:
+    """`--threads`: "auto" or a whole number of at least 1 (argparse type)."""
+    return value if value == AUTO_THREADS else positive_int(value)
+
+
 def positive_int(value: str) -> int:
     """An integer of at least 1 (argparse type), so that `--batch-size 0` is a usage error rather than a crash."""
     try:
@@ -289,9 +304,10 @@ def _add_model_arguments(parser: argparse.ArgumentParser, batch_size: bool = Tru
     )
     parser.add_argument(
         "--threads",
-        type=positive_int,
-        help="CPU threads (default: torch's, one per core); where other processes share the cores, the cores they "
-        "leave free: beside one busy process on 2 cores, 1 thread generates 1.8x faster than 2",
+        type=thread_count,
+        default=AUTO_THREADS,
+        help="CPU threads: a number, or auto (the default): one per core, fewer while other processes keep cores "
+        "busy (beside one busy process on 2 cores, 1 thread generates 1.8x faster than 2); results do not change",
     )
     if batch_size:
         parser.add_argument("--batch-size", type=positive_int, default=32, help="sentences per batch (default: 32)")

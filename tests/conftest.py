@@ -12,6 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from lightner.threads import make_products_reproducible
+
+# As the `lightner` command does: float32 products whose bits do not depend on the thread count (it must come before
+# torch's first product, so before any fixture runs).
+make_products_reproducible()
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = Path(os.environ.get("LIGHTNER_SHARED_DIR", REPO_ROOT.parent / "shared"))
 SHARED_SKIP_REASON = (

@@ -617,3 +617,30 @@ def test_threads_sets_torchs_intra_op_threads_for_the_command(trained, workspace
         torch.set_num_threads(before)
     with pytest.raises(SystemExit):
         main([*argv, "--threads", "0"])
+
+
+def test_threads_default_to_auto_on_the_command_line(trained, workspace, tmp_path, monkeypatch):
+    """Without `--threads`, the command runs in `AdaptiveThreads` (active: products agree at every count here), and
+    leaves torch's thread count as it found it; a number turns it off."""
+    import torch
+
+    from lightner.threads import AdaptiveThreads
+
+    active = []  # whether each block entered adapts threads
+    enter = AdaptiveThreads.__enter__
+    monkeypatch.setattr(AdaptiveThreads, "__enter__", lambda self: active.append(enter(self).active) or self)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    output = tmp_path / "o.jsonl"
+    argv = ["predict", "--model", str(trained), "--input", str(workspace.dev), "--output", str(output)]
+    try:
+        assert main(argv) == 0
+        assert torch.get_num_threads() == 2
+        assert active == [True]
+        assert main([*argv, "--threads", "2"]) == 0
+        assert active == [True]
+    finally:
+        torch.set_num_threads(before)
+    assert len(read_jsonl(output)) == 16
+    with pytest.raises(SystemExit):
+        main([*argv, "--threads", "many"])
