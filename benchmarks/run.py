@@ -140,11 +140,22 @@ def reset_vm_hwm() -> None:
         pass
 
 
-def setup_torch(threads: int | None, seed: int):
+# What a worker leaves open until it exits (its `AdaptiveThreads` block under `--threads auto`).
+WORKER_EXIT = contextlib.ExitStack()
+
+
+def setup_torch(threads: str | None, seed: int):
+    """torch for a worker: `threads` a count, or "auto" (the `lightner` command's default: the worker's every
+    measurement runs inside `AdaptiveThreads`, with MKL's reproducible mode set first, as the command sets it)."""
+    from lightner.threads import AdaptiveThreads, make_products_reproducible
+
+    make_products_reproducible()
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
+    if threads == "auto":
+        WORKER_EXIT.enter_context(AdaptiveThreads())
+    elif threads:
+        torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
     return torch
 
@@ -854,7 +865,9 @@ def parse_args(argv=None):
         action=argparse.BooleanOptionalAction,
         help="measure the loaded model's RSS, float32 and int8, each in a fresh process (full: on; quick: off)",
     )
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core)")
+    parser.add_argument(
+        "--threads", help="torch threads, or auto (the command's default) (default: torch's own, one per core)"
+    )
     parser.add_argument(
         "--under-load",
         action="store_true",
