@@ -101,8 +101,8 @@ class Int8Linear(torch.nn.Module):
         twice the rows: decoding steps read the weights once either way, so the extra rows cost little. 7-bit inputs
         (`input_bits=7`: the encoder's, `_input_bits`) need no split; on every layer they would cost 0.5-0.65 F1 on
         MIT Restaurant (bart-mini) against 0.01-0.10 for 8 bits, over the 0.5-point gate."""
-        rows = quantized.shape[0]
-        if self.input_levels > 127:
+        rows, halves = quantized.shape[0], self.input_levels > 127
+        if halves:
             high = quantized.clamp(max=127)  # [rows, in]
             quantized = torch.cat([high, quantized - high])  # [2 * rows, in]
         # Inputs (scale 1, zero point 0), packed int8 weights with their scales and zero points, no bias, float32 out.
@@ -111,7 +111,7 @@ class Int8Linear(torch.nn.Module):
             1.0, 0, torch.float32, "none", [], "",
         )  # fmt: skip
         # [2 * rows or rows, out]
-        return out[:rows].add_(out[rows:]) if self.input_levels > 127 else out
+        return out[:rows].add_(out[rows:]) if halves else out
 
     def __deepcopy__(self, memo: dict) -> Int8Linear:
         """A copy with its own buffers that shares the packed weights, which oneDNN cannot copy and nobody changes."""

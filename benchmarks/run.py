@@ -147,12 +147,12 @@ WORKER_EXIT = contextlib.ExitStack()
 def setup_torch(threads: str | None, seed: int):
     """torch for a worker: `threads` a count, or "auto" (the `lightner` command's default: the worker's every
     measurement runs inside `AdaptiveThreads`, with MKL's reproducible mode set first, as the command sets it)."""
-    from lightner.threads import AdaptiveThreads, make_products_reproducible
+    from lightner.threads import AUTO_THREADS, AdaptiveThreads, make_products_reproducible
 
     make_products_reproducible()
     import torch
 
-    if threads == "auto":
+    if threads == AUTO_THREADS:
         WORKER_EXIT.enter_context(AdaptiveThreads())
     elif threads:
         torch.set_num_threads(int(threads))
@@ -838,6 +838,8 @@ def print_table(report: dict) -> None:
 
 
 def parse_args(argv=None):
+    from lightner.cli import thread_count  # "auto" or a count of at least 1, as the command reads it
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument(
@@ -866,7 +868,9 @@ def parse_args(argv=None):
         help="measure the loaded model's RSS, float32 and int8, each in a fresh process (full: on; quick: off)",
     )
     parser.add_argument(
-        "--threads", help="torch threads, or auto (the command's default) (default: torch's own, one per core)"
+        "--threads",
+        type=thread_count,
+        help="torch threads, or auto (the command's default) (default: torch's own, one per core)",
     )
     parser.add_argument(
         "--under-load",

@@ -28,7 +28,7 @@ from typing import Any
 
 from .arguments import LightNerTrainingArguments
 from .formats import LABELLED_FORMATS
-from .threads import make_products_reproducible
+from .threads import AUTO_THREADS, AdaptiveThreads, make_products_reproducible
 
 DEFAULT_DATA_DIR = Path(os.environ.get("LIGHTNER_SHARED_DIR", "../shared")) / "data" / "lightner"
 
@@ -62,8 +62,6 @@ def _threads(threads: int | str | None) -> contextlib.AbstractContextManager:
     if threads is None:
         return contextlib.nullcontext()
     if threads == AUTO_THREADS:
-        from .threads import AdaptiveThreads
-
         return AdaptiveThreads()
     import torch
 
@@ -71,8 +69,6 @@ def _threads(threads: int | str | None) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-# `--threads auto`: threads that follow the load.
-AUTO_THREADS = "auto"
 # The exit status of a command stopped by Ctrl-C, as shells report a process ended by SIGINT.
 INTERRUPTED_EXIT_CODE = 130
 # What to do after Ctrl-C, by command, for those that can go on from where they stopped.

@@ -32,6 +32,8 @@ CPU_STATISTICS = Path("/proc/stat")
 # Columns of a /proc/stat "cpuN" line that count a core as busy: user, nice, system, irq, softirq, steal (time the
 # hypervisor gave to another machine is time this one's threads waited too). Idle and iowait are free time.
 BUSY_COLUMNS = (0, 1, 2, 5, 6, 7)
+# `--threads auto` (the commands' default, and `benchmarks/run.py`'s option): threads that follow the load.
+AUTO_THREADS = "auto"
 # Makes MKL's float32 products independent of the thread count; set before torch's first product.
 REPRODUCIBLE_MKL = {"MKL_CBWR": "AUTO,STRICT"}
 
