@@ -9,10 +9,11 @@ the first 256, longest first, as `run.py` batches them), greedy decoding forced 
 2. **Floors**: the step's bytes (the decoder's linear weights, both attention caches) over this machine's measured
    read bandwidth, and its multiply-adds (the decoder's linear layers at the batch's rows) over the measured rate of a
    large float32 product (and twice it for int8: AVX2's `vpmaddubsw` multiplies twice as many int8 pairs per
-   instruction). The larger floor is what a step cannot beat; the ratio says how far the step is from it.
+   instruction; but where the decoder's int8 inputs go in two halves, twice the rows). The larger floor is what a
+   step cannot beat; the ratio says how far the step is from it.
 3. **Where the step goes** (`torch.profiler`, self CPU time per operator, per step).
-4. `--compile`: the same generation with the backbone's decoder under `torch.compile(dynamic=True)`: the first run
-   (compilation included), the step time after it, and whether the outputs are identical.
+4. `--compile`: the same float32 generation with the backbone's decoder under `torch.compile(dynamic=True)`: the
+   first run (compilation included), the step time after it, and whether the outputs are identical; or the error.
 5. `--cross-cache`: one layer's one-query cross-attention over a float32 cache against a bfloat16 cache read by a
    compiled kernel that converts as it reads (eager bfloat16 products have no native code without AVX-512 bf16).
 
@@ -93,13 +94,12 @@ def machine_rates(torch) -> dict:
     }
 
 
-def floors(bart, batch, steps: int, precision: str, rates: dict) -> dict:
-    """A mid-run step's floors in ms: bytes it must read over the bandwidth, multiply-adds over the product rate."""
+def floors(bart, batch, steps: int, precision: str, rates: dict, row_factor: int = 1) -> dict:
+    """A mid-run step's floors in ms: bytes it must read over the bandwidth, multiply-adds over the product rate.
+    `row_factor` 2 is int8 in halves (`Int8Linear._onednn_product` on AVX2): every product runs twice the rows."""
     c = bart.config
     rows, source = batch["input_ids"].shape
-    per_layer = (
-        6 * c.d_model**2 + 2 * c.d_model * c.decoder_ffn_dim
-    )  # self q,k,v,o; cross q,o; fc1, fc2 (cross k,v: once)
+    per_layer = 6 * c.d_model**2 + 2 * c.d_model * c.decoder_ffn_dim  # self q,k,v,o; cross q,o; fc1, fc2
     weights = c.decoder_layers * per_layer
     cache_bytes = BYTES["bf16" if precision == "bf16" else "fp32"]
     caches = c.decoder_layers * 2 * rows * (source + steps // 2) * c.d_model * cache_bytes  # cross + self (mid-run)
@@ -108,29 +108,51 @@ def floors(bart, batch, steps: int, precision: str, rates: dict) -> dict:
     return {
         "bytes_mb": traffic / 1e6,
         "memory_floor_ms": 1e3 * traffic / (rates["read_gb_per_s"] * 1e9),
-        "compute_floor_ms": 1e3 * 2 * rows * weights / (rate * 1e9),
+        "compute_floor_ms": 1e3 * 2 * rows * row_factor * weights / (rate * 1e9),
+        "row_factor": row_factor,
     }
 
 
+def decoder_row_factor(model) -> int:
+    """2 where the decoder's int8 layers multiply their inputs in two halves (oneDNN with 8-bit inputs), else 1."""
+    from lightner.quantization_lightner import Int8Linear
+
+    layers = [m for m in model.backbone.decoder.modules() if isinstance(m, Int8Linear)]
+    return 2 if layers and layers[0].kernel == "onednn" and layers[0].input_levels > 127 else 1
+
+
 def profile(torch, model, batch, steps: int, top: int = 8) -> dict:
-    """Self CPU milliseconds per step of the `top` costliest operators over a `steps`-step generation."""
+    """Self CPU milliseconds per decoding step of the `top` costliest operators: a `steps`-step generation's profile
+    minus a 2-step one's, over `steps - 2` (so that the encoder pass and the first step do not count)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    with torch_profile(activities=[ProfilerActivity.CPU]) as profiler:
-        generate(torch, model, batch, steps)
-    events = sorted(profiler.key_averages(), key=lambda e: -e.self_cpu_time_total)
-    return {e.key: round(e.self_cpu_time_total / 1e3 / steps, 2) for e in events[:top]}
+    totals = {}
+    for run_steps, sign in ((steps, 1), (2, -1)):
+        with torch_profile(activities=[ProfilerActivity.CPU]) as profiler:
+            generate(torch, model, batch, run_steps)
+        for event in profiler.key_averages():
+            totals[event.key] = totals.get(event.key, 0.0) + sign * event.self_cpu_time_total
+    costliest = sorted(totals, key=lambda key: -totals[key])[:top]
+    return {key: round(totals[key] / 1e3 / (steps - 2), 2) for key in costliest}
 
 
 def compiled(torch, model, batch, steps: int, repeats: int) -> dict:
-    """The decoder under `torch.compile(dynamic=True)`: first run, step time after it, identical outputs."""
+    """The decoder under `torch.compile(dynamic=True)`: first run, step time after it, identical outputs; or, where
+    compiling fails, the error and how long it took to fail (a user would wait that long too)."""
     eager = generate(torch, model, batch, steps)
     decoder = model.backbone.decoder
     model.backbone.decoder = torch.compile(decoder, dynamic=True)
+    started = time.perf_counter()
     try:
-        started = time.perf_counter()
         outputs = generate(torch, model, batch, steps)
+    except Exception as error:  # noqa: BLE001 - any compiler failure is the figure
+        message = str(error).strip().splitlines()
+        return {
+            "error": f"{type(error).__name__}: {message[-1] if message else ''}",
+            "seconds_to_failure": time.perf_counter() - started,
+        }
+    else:
         first = time.perf_counter() - started
         return {
             "first_run_s": first,
@@ -196,20 +218,20 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, bart, tokenizer, batch = batches(args)
-    rates = machine_rates(torch)
-    log(f"machine: {rates['read_gb_per_s']:.1f} GB/s read, {rates['fp32_gflops']:.0f} GFLOPS float32")
-    report = {"machine": {**rates, "cpu": cpu_model(), "threads": torch.get_num_threads()}}
+    report = {"machine": {"cpu": cpu_model(), "threads": torch.get_num_threads()}}
     report["batch"] = {"rows": batch["input_ids"].shape[0], "source_pieces": batch["input_ids"].shape[1]}
     report["steps"] = args.steps
     precisions = ["fp32", "int8"] + (["bf16"] if args.bf16 else [])
     for precision in precisions:
         which = model if precision == "fp32" else low_precision_model(model, bart, tokenizer, precision)
         generate(torch, which, batch, 3)  # warm-up
-        figures = {"step_ms": step_ms(torch, which, batch, args.steps, args.repeats)}
-        figures |= floors(bart, batch, args.steps, precision, rates)
+        # The machine's rates right before the step is timed: on a shared host they drift by 2x over minutes.
+        rates = machine_rates(torch)
+        figures = {"machine": rates, "step_ms": step_ms(torch, which, batch, args.steps, args.repeats)}
+        figures |= floors(bart, batch, args.steps, precision, rates, decoder_row_factor(which))
         figures["over_floor"] = figures["step_ms"] / max(figures["memory_floor_ms"], figures["compute_floor_ms"])
         figures["profile_ms_per_step"] = profile(torch, which, batch, args.steps)
-        if args.compile:
+        if args.compile and precision == "fp32":
             figures["compiled"] = compiled(torch, which, batch, args.steps, args.repeats)
         report[precision] = figures
         log(f"{precision}: {json.dumps(figures)}")
@@ -225,18 +247,20 @@ def main(argv=None) -> None:
 def print_table(report: dict, precisions: list[str]) -> None:
     batch = report["batch"]
     lines = [
-        f"batch of {batch['rows']}, {batch['source_pieces']} source pieces, {report['steps']} forced steps; "
-        f"{report['machine']['read_gb_per_s']:.1f} GB/s, {report['machine']['fp32_gflops']:.0f} GFLOPS float32",
-        "| precision | step ms | memory floor ms (MB read) | compute floor ms | over the larger floor "
-        "| compiled step ms |",
-        "|---|---|---|---|---|---|",
+        f"batch of {batch['rows']}, {batch['source_pieces']} source pieces, {report['steps']} forced steps",
+        "| precision | GB/s, GFLOPS fp32 | step ms | memory floor ms (MB read) | compute floor ms | over the larger "
+        "floor | compiled step ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     for precision in precisions:
         f = report[precision]
-        compiled_ms = f"{f['compiled']['step_ms']:.1f}" if "compiled" in f else ""
+        compiled_ms = f.get("compiled", {}).get("step_ms")
+        compiled_ms = f"{compiled_ms:.1f}" if compiled_ms else ("failed" if "compiled" in f else "")
         lines.append(
-            f"| {precision} | {f['step_ms']:.1f} | {f['memory_floor_ms']:.1f} ({f['bytes_mb']:.0f}) | "
-            f"{f['compute_floor_ms']:.1f} | {f['over_floor']:.2f} | {compiled_ms} |"
+            f"| {precision} | {f['machine']['read_gb_per_s']:.1f}, {f['machine']['fp32_gflops']:.0f} | "
+            f"{f['step_ms']:.1f} | {f['memory_floor_ms']:.1f} ({f['bytes_mb']:.0f}) | "
+            f"{f['compute_floor_ms']:.1f}{' (halves)' if f['row_factor'] == 2 else ''} | {f['over_floor']:.2f} | "
+            f"{compiled_ms} |"
         )
     print("\n".join(lines), file=sys.stderr)
 
