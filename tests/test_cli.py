@@ -664,7 +664,7 @@ def test_dtype_auto_is_bfloat16_only_on_a_cpu_that_computes_it(trained, workspac
     output = tmp_path / "o.jsonl"
     argv = ["predict", "--model", str(trained), "--input", str(workspace.dev), "--output", str(output)]
     for native, extra in ((False, []), (True, []), (True, ["--dtype", "float32"]), (True, ["--quantize", "int8"])):
-        monkeypatch.setattr(lightner.cli, "native_bf16", lambda native=native: native)
+        monkeypatch.setattr(lightner.cli, "amx_present", lambda native=native: native)
         assert main([*argv, "--device", "cpu", *extra]) == 0
         assert len(read_jsonl(output)) == 16
     assert loaded == ["torch.float32", "torch.bfloat16", "torch.float32", "int8"]
