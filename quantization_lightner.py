@@ -98,7 +98,9 @@ class Int8Linear(torch.nn.Module):
         Why in two halves: without VNNI, oneDNN adds pairs of uint8 x int8 products in int16 (AVX2's `vpmaddubsw`),
         which saturates for inputs above 127 (1.7% error measured at 32 x 1024 x 4096). Each input is split into
         min(q, 127) and the rest (at most 128), whose pairs fit in int16, and both halves go through one product as
-        twice the rows: decoding steps read the weights once either way, so the extra rows cost little. 7-bit inputs
+        twice the rows. The weights are read once either way, but the multiply-adds double: per layer, against
+        float32, 1.0-1.7x as fast at 8 rows, 0.8-1.4x at 32 (bound by arithmetic), 0.4-0.8x at one row (oneDNN's fixed
+        cost per call), measured on an AVX2 EPYC (`benchmarks/decode_step.py` times whole steps). 7-bit inputs
         (`input_bits=7`: the encoder's, `_input_bits`) need no split; on every layer they would cost 0.5-0.65 F1 on
         MIT Restaurant (bart-mini) against 0.01-0.10 for 8 bits, over the 0.5-point gate."""
         rows, halves = quantized.shape[0], self.input_levels > 127
@@ -156,8 +158,8 @@ def int8_kernel() -> str:
     """The int8 product for this machine: `torch._int_mm` where the CPU multiplies int8 natively (VNNI or AMX: int8
     generation 1.9x float32's on an AVX-512 machine), oneDNN's (`torch.ops.onednn`) elsewhere when this torch build
     has it. Why: on a CPU with AVX2 alone `_int_mm` has no fast code (17x slower than float32 at 32 x 1024 x 4096 on an
-    AVX2 EPYC), where oneDNN's uint8 x int8 product, halves included (`Int8Linear._onednn_product`), is 1.3-1.9x
-    faster than float32 at the rows of a decoding step."""
+    AVX2 EPYC), where oneDNN's uint8 x int8 product (`Int8Linear._onednn_product`) is exact; with its halves it is
+    0.4-1.7x float32's speed per layer, depending on the rows (see there), and int8 prediction 1.2-1.3x float32's."""
     native = (
         getattr(torch.cpu, "_is_vnni_supported", lambda: False)()
         or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
@@ -213,7 +215,8 @@ def _input_bits(name: str) -> int:
     """8, except the encoder's layers under oneDNN: 7. The encoder runs once per batch over every source piece, where
     the product is bound by arithmetic and the halves of 8-bit inputs would cost twice float32's rows (int8 prediction
     0.88x float32 at gold lengths); with 7 bits it needs no halves and is twice as fast as float32. The decoder runs
-    every step over a few rows, bound by reading the weights, and keeps 8 bits. F1 (bart-mini MIT Restaurant, float32
+    every step over at most a batch of rows and keeps 8 bits: 7 bits there, in inputs or weights, left the F1 gate
+    (0.5) at -0.50 to -0.65. F1 (bart-mini MIT Restaurant, float32
     7.60 and 14.75): 7.22 and 14.91 so, against 7.57 and 14.74 with 8 bits everywhere; both within the gate."""
     return 7 if name.startswith("encoder.") and int8_kernel() == "onednn" else 8
 

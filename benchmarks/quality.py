@@ -327,13 +327,15 @@ def side_by_side(bench: Benchmark, systems: Sequence[str], shots: Sequence[int],
 
 
 def precision_gate(bench: Benchmark, shots: int) -> dict:
-    """One adapter (MIT Restaurant, seed 0) scored in float32, bfloat16 and int8 on the same test set."""
+    """One adapter (MIT Restaurant, seed 0, trained here unless `work_dir` has it) scored in float32, bfloat16 and
+    int8 on the same test set."""
     import torch
 
     from lightner.evaluation import evaluate_sentences
     from lightner.formats import load_sentences
     from lightner.modeling_lightner import LightNerModel
 
+    side_by_side(bench, ("lightner",), (shots,), (0,))
     adapter = bench.work_dir / "runs" / Run("lightner", "mit-restaurant", shots, 0).key
     sentences = load_sentences(bench.test_file("mit-restaurant"))
     figures = {}
@@ -415,11 +417,14 @@ def markdown(rows: Sequence[dict], precision: dict | None) -> str:
         if row["target"] == "conll2003-indomain":
             lines[-1] += " " + ", ".join(f"{name} {f1:.1f}" for name, f1 in row["per_type_f1"].items())
     if precision:
-        lines += ["", "| precision | F1 | difference from fp32 | s to score |", "|---|---|---|---|"]
-        for name, figure in precision.items():
-            difference = figure.get("f1_minus_fp32")
-            shown = "" if difference is None else f"{100 * difference:+.2f}"
-            lines.append(f"| {name} | {100 * figure['f1']:.2f} | {shown} | {figure['seconds']:.0f} |")
+        lines += ["", "| adapter | precision | F1 | difference from fp32 | s to score |", "|---|---|---|---|---|"]
+        for shots, figures in precision.items():
+            for name, figure in figures.items():
+                difference = figure.get("f1_minus_fp32")
+                shown = "" if difference is None else f"{100 * difference:+.2f}"
+                lines.append(
+                    f"| {shots}-shot | {name} | {100 * figure['f1']:.2f} | {shown} | {figure['seconds']:.0f} |"
+                )
     return "\n".join(lines)
 
 
@@ -429,6 +434,7 @@ OTHER_SYSTEMS = ("bartner", "token-classifier", "no-label-words", "decoder-promp
 # shots: its largest training file is its 50-shot one, so 50-shot samples of it would all be that file.
 STAGES: dict[str, Callable | None] = {
     "quick": None,  # LightNER vs a random backbone (MIT Restaurant 10-shot), the precision gate, the ADR/DRUG case
+    "precision": None,  # the precision gate alone, on the 10- and 50-shot adapters (`benchmarks/run.py --include f1`)
     "systems10": lambda bench, seeds: side_by_side(bench, OTHER_SYSTEMS, (10,), seeds),
     "cross10": lambda bench, seeds: cross_domain(
         bench, [("mit-restaurant", 10), ("mit-movie", 10), ("atis", 10)], seeds
@@ -478,8 +484,10 @@ def main() -> None:
             parser.error(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
         if stage == "quick":
             results += side_by_side(bench, BASELINE_PAIR, (10,), seeds)
-            precision = precision_gate(bench, 10)
+            precision = {10: precision_gate(bench, 10)}
             answer_space = adr_drug(bench)
+        elif stage == "precision":
+            precision = {shots: precision_gate(bench, shots) for shots in (10, 50)}
         else:
             results += STAGES[stage](bench, seeds)
     rows = summarise(results)

@@ -644,3 +644,30 @@ def test_threads_default_to_auto_on_the_command_line(trained, workspace, tmp_pat
     assert len(read_jsonl(output)) == 16
     with pytest.raises(SystemExit):
         main([*argv, "--threads", "many"])
+
+
+def test_dtype_auto_is_bfloat16_only_on_a_cpu_that_computes_it(trained, workspace, tmp_path, monkeypatch):
+    """`--dtype auto` (the default) loads the backbone in bfloat16 where the CPU multiplies it natively and as saved
+    elsewhere; int8 and an explicit `--dtype` override it. The CPU's answer is patched: both branches run here."""
+    import lightner.cli
+
+    loaded = []  # the backbone dtype and whether it is quantized, per command run
+    load = LightNerModel.from_pretrained.__func__
+
+    def recording(cls, *args, **kwargs):
+        model = load(cls, *args, **kwargs)
+        linear = model.backbone.encoder.layers[0].fc1
+        loaded.append("int8" if not isinstance(linear, torch.nn.Linear) else str(linear.weight.dtype))
+        return model
+
+    monkeypatch.setattr(LightNerModel, "from_pretrained", classmethod(recording))
+    output = tmp_path / "o.jsonl"
+    argv = ["predict", "--model", str(trained), "--input", str(workspace.dev), "--output", str(output)]
+    for native, extra in ((False, []), (True, []), (True, ["--dtype", "float32"]), (True, ["--quantize", "int8"])):
+        monkeypatch.setattr(lightner.cli, "amx_present", lambda native=native: native)
+        assert main([*argv, "--device", "cpu", *extra]) == 0
+        assert len(read_jsonl(output)) == 16
+    assert loaded == ["torch.float32", "torch.bfloat16", "torch.float32", "int8"]
+    assert lightner.cli.inference_dtype("auto", torch.device("cuda"), None) is None  # a GPU: as saved
+    with pytest.raises(SystemExit):
+        main([*argv, "--dtype", "float64"])
