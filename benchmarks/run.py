@@ -1084,8 +1084,9 @@ def main(argv=None) -> None:
             loaded = measure(args, memory=False)
         figures.update(under_load_figures(figures, loaded["figures"]))
     for name in args.include:
-        log(f"--include {name}: {' '.join(INCLUDES[name].command(args.quick))}")
-        figures.update(INCLUDES[name].figures(run_script(INCLUDES[name].command(args.quick))))
+        command = INCLUDES[name].command(args.quick)
+        log(f"--include {name}: {' '.join(command)}")
+        figures.update(INCLUDES[name].figures(run_script(command)))
     generation, training = quiet["generation"], quiet["training"]
     report = {
         **figures,
