@@ -199,8 +199,8 @@ def report(work: Path) -> str:
         described = ", ".join(f"{gap:+.2f}" for gap in gaps)
         lines.append(f"- {strategy} minus random at {final} labels, per seed (F1 × 100): {described}")
     lines.append(
-        "Less noisy than one round: each seed's mean F1 over the selected rounds (20-60 labels), strategy minus "
-        "random on the same seed (F1 × 100), and the mean gap ± its standard error:"
+        f"Less noisy than one round: each seed's mean F1 over the selected rounds ({counts[1]}-{counts[-1]} labels), "
+        "strategy minus random on the same seed (F1 × 100), and the mean gap ± its standard error:"
     )
     for strategy in STRATEGIES[1:]:
         gaps = [100 * curve_gap(table, strategy, seed, counts[1:]) for seed in seeds]

@@ -646,9 +646,9 @@ def test_threads_default_to_auto_on_the_command_line(trained, workspace, tmp_pat
         main([*argv, "--threads", "many"])
 
 
-def test_dtype_auto_is_bfloat16_only_on_a_cpu_that_computes_it(trained, workspace, tmp_path, monkeypatch):
-    """`--dtype auto` (the default) loads the backbone in bfloat16 where the CPU multiplies it natively and as saved
-    elsewhere; int8 and an explicit `--dtype` override it. The CPU's answer is patched: both branches run here."""
+def test_dtype_auto_is_bfloat16_only_on_a_cpu_with_amx(trained, workspace, tmp_path, monkeypatch):
+    """`--dtype auto` (the default) loads the backbone in bfloat16 on a CPU with AMX and as saved elsewhere; int8 and
+    an explicit `--dtype` override it. The CPU's answer is patched: both branches run here."""
     import lightner.cli
 
     loaded = []  # the backbone dtype and whether it is quantized, per command run
