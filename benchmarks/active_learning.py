@@ -5,7 +5,7 @@ reach a given F1 with fewer labels than choosing them at random?
 MIT Restaurant on `assets/bart-mini`: the pool is the 500-shot training file with its labels hidden until a sentence
 is "labelled"; each seed starts from the same 10 random sentences for every strategy, trains an adapter on them
 (from the backbone, the quickstart's settings: lr 3e-3, dropout 0, batch 3, 60 epochs), then for each round ranks
-the rest of the pool with the adapter (`lightner.select.strategy_scores`), adds the top 10, and trains again from the
+the rest of the pool with the adapter (`lightner.select.choose`), adds the top 10, and trains again from the
 last round's adapter (`--init-from`, `ROUND_EPOCHS` epochs), or with `--from-backbone` from the backbone at the first
 round's settings: a warm start costs a third of the time, but a warm-started adapter barely moves with new labels
 (F1 4.0 -> 4.4 from 10 to 60 random labels in an earlier session), which hides any difference the selection makes.
@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 BART_MINI = REPO_ROOT / "assets" / "bart-mini"
 DATA = ("data", "lightner", "mit-restaurant")
-STRATEGIES = ("random", "sequence", "margin")
+STRATEGIES = ("random", "sequence", "margin", "diverse")
 START, STEP, ROUNDS = 10, 10, 5
 FIRST_EPOCHS, ROUND_EPOCHS = 60, 20
 PLOT = REPO_ROOT / "docs" / "active_learning.png"
@@ -65,12 +65,12 @@ def train_round(train_file: Path, test_file: Path, folder: Path, seed: int, init
 def choose(strategy: str, folder: Path, pool, unlabelled: list[int], seed: int) -> list[int]:
     """The next `STEP` pool indices under `strategy`, ranked with the adapter in `folder`."""
     from lightner.modeling_lightner import LightNerModel
-    from lightner.select import strategy_scores, top_k
+    from lightner.select import choose as choose_indices
 
     model = None if strategy == "random" else LightNerModel.from_pretrained(str(folder))
     words = [pool[i].words for i in unlabelled]
-    scores = strategy_scores(strategy, words, model, batch_size=32, seed=seed * 1000 + len(unlabelled))
-    return [unlabelled[i] for i in top_k(scores, STEP)]
+    chosen, _ = choose_indices(strategy, words, STEP, model, batch_size=32, seed=seed * 1000 + len(unlabelled))
+    return [unlabelled[i] for i in chosen]
 
 
 def run_seed(work: Path, pool, test_file: Path, seed: int, strategies, from_backbone: bool = False) -> None:

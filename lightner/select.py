@@ -9,7 +9,12 @@ each with a probability. The sentence is decoded greedily once, and two measures
   entities are not chosen for their length alone;
 - `margin`: one minus the smallest margin, over the steps, between the decoder's two most probable next tokens (its
   own distribution over types, pointers and `</s>`): a sentence where the model nearly wrote something else at one
-  step (another boundary, another type, stopping early) ranks high even if its other steps were sure.
+  step (another boundary, another type, stopping early) ranks high even if its other steps were sure;
+- `diverse`: `sequence`, spread over the pool (`spread_out`, after Zhdanov 2019, "Diverse mini-batch active
+  learning"). Why: the k most uncertain sentences are often k near-copies of one confusing pattern, and an adapter
+  trained on tens of sentences gains more from k different ones. The `CANDIDATES_PER_PICK` * k most uncertain are
+  clustered into k groups by their encoder states (the adapter's prompts included), each sentence weighted by its
+  uncertainty, and the sentence nearest each group's centre is chosen.
 
 `random` ranks by a seeded shuffle: the baseline the others must beat (`benchmarks/active_learning.py` measures it).
 Empty sentences have nothing to label and rank last.
@@ -28,19 +33,27 @@ import torch
 # Rank of an empty sentence under every strategy: after all others.
 NOTHING_TO_LABEL = float("-inf")
 END_INDEX = 1
+DIVERSE = "diverse"
+CANDIDATES_PER_PICK = 10  # `diverse` clusters the 10 * k most uncertain sentences (Zhdanov's beta)
+KMEANS_ITERATIONS = 20
 
 
 @dataclass(frozen=True)
 class Uncertainty:
-    """One sentence's uncertainty under each measure (higher: less sure); see the module docstring."""
+    """One sentence's uncertainty under each measure (higher: less sure), see the module docstring; `embedding`, when
+    asked for, is the mean of the encoder's last states over the sentence's tokens `[d]`, for `spread_out`."""
 
     sequence: float
     margin: float
+    embedding: torch.Tensor | None = None
 
 
-def uncertainties(model, sentences: Sequence[Sequence[str]], batch_size: int = 32) -> list[Uncertainty]:
-    """Both measures for every sentence (lists of words), from one greedy decoding pass per batch; raises
-    `ValueError` naming the sentence for one the model cannot take (too long, a word that encodes to nothing)."""
+def uncertainties(
+    model, sentences: Sequence[Sequence[str]], batch_size: int = 32, embed: bool = False
+) -> list[Uncertainty]:
+    """Both measures for every sentence (lists of words), from one greedy decoding pass per batch, and with `embed`
+    each sentence's mean encoder state (one more encoder pass); raises `ValueError` naming the sentence for one the
+    model cannot take (too long, a word that encodes to nothing)."""
     from lightner.tokenization_utils import collate, encode_sentences
 
     results = [Uncertainty(NOTHING_TO_LABEL, NOTHING_TO_LABEL)] * len(sentences)
@@ -65,11 +78,21 @@ def uncertainties(model, sentences: Sequence[Sequence[str]], batch_size: int = 3
                     num_beams=1,
                     output_step_logits=True,
                 )
-            for offset, value in enumerate(_batch_uncertainties(output)):
-                results[rows[first + offset]] = value
+                states = _mean_encoder_states(model, batch, device) if embed else [None] * len(chunk)
+            for offset, (value, state) in enumerate(zip(_batch_uncertainties(output), states)):
+                results[rows[first + offset]] = Uncertainty(value.sequence, value.margin, state)
     finally:
         model.train(was_training)
     return results
+
+
+def _mean_encoder_states(model, batch: dict, device) -> torch.Tensor:
+    """`[batch, d]` float32: each sentence's encoder states (with the active adapter's prompts) averaged over its
+    tokens, padding left out."""
+    mask = batch["attention_mask"].to(device)  # [batch, source]
+    source = model.encode(batch["input_ids"].to(device), mask, model.adapter_batch())
+    weights = mask.unsqueeze(-1).float()  # [batch, source, 1]
+    return ((source.hidden.float() * weights).sum(1) / weights.sum(1)).cpu()  # [batch, d]
 
 
 def _batch_uncertainties(output) -> list[Uncertainty]:
@@ -103,10 +126,12 @@ def random_scores(count: int, seed: int) -> list[float]:
     return scores
 
 
-# Strategy name -> its score per sentence from the measured uncertainties (None for `random`, which needs no model).
+# Strategy name -> its score per sentence from the measured uncertainties (None for `random`, which needs no model);
+# `diverse` ranks by `sequence` and then spreads its choice over the pool (`choose`).
 STRATEGIES: dict[str, Callable[[Uncertainty], float] | None] = {
     "sequence": lambda u: u.sequence,
     "margin": lambda u: u.margin,
+    DIVERSE: lambda u: u.sequence,
     "random": None,
 }
 
@@ -124,6 +149,64 @@ def strategy_scores(
     if model is None:
         raise ValueError(f"strategy {strategy!r} needs a model")
     return [measure(u) for u in uncertainties(model, sentences, batch_size)]
+
+
+def choose(
+    strategy: str, sentences: Sequence[Sequence[str]], k: int, model=None, batch_size: int = 32, seed: int = 0
+) -> tuple[list[int], list[float]]:
+    """The indices of the `k` sentences to label next under `strategy`, most uncertain first, and every sentence's
+    score (for `sequence`, `margin` and `random` the order of the scores; for `diverse` their `sequence` values).
+
+        >>> choose("random", [["cheap", "sushi"], [], ["near", "boston"]], k=5, seed=1)[0]
+        [2, 0]
+    """
+    if strategy != DIVERSE:
+        scores = strategy_scores(strategy, sentences, model, batch_size, seed)
+        return top_k(scores, k), scores
+    if model is None:
+        raise ValueError(f"strategy {strategy!r} needs a model")
+    measured = uncertainties(model, sentences, batch_size, embed=True)
+    scores = [STRATEGIES[DIVERSE](u) for u in measured]
+    candidates = top_k(scores, CANDIDATES_PER_PICK * k)
+    if len(candidates) <= k:
+        return candidates, scores
+    points = torch.stack([measured[i].embedding for i in candidates])  # [candidates, d]
+    weights = torch.tensor([scores[i] for i in candidates])  # [candidates]
+    picked = [candidates[i] for i in spread_out(points, weights, k, seed)]
+    return sorted(picked, key=lambda i: (-scores[i], i)), scores
+
+
+def spread_out(points: torch.Tensor, weights: torch.Tensor, k: int, seed: int = 0) -> list[int]:
+    """`k` distinct rows of `points` `[n, d]` that cover them: weighted k-means (k-means++ start, seeded) on the unit
+    vectors, then the row nearest each centre. A row's `weights` (its uncertainty, >= 0) pull centres towards it, so
+    among near-copies the most uncertain region wins, yet no region gets two picks while another has none."""
+    units = torch.nn.functional.normalize(points.float(), dim=-1)  # [n, d]
+    weights = weights.float().clamp(min=0) + 1e-6  # [n]
+    centres = _kmeans_plus_plus(units, weights, k, torch.Generator().manual_seed(seed))  # [k, d]
+    for _ in range(KMEANS_ITERATIONS):
+        nearest = torch.cdist(units, centres).argmin(-1)  # [n]
+        members = torch.nn.functional.one_hot(nearest, k).float() * weights[:, None]  # [n, k]
+        totals = members.sum(0)  # [k]
+        moved = (members.T @ units) / totals.clamp(min=1e-12)[:, None]  # [k, d]
+        centres = torch.where(totals[:, None] > 0, moved, centres)  # an empty group keeps its centre
+    picked: list[int] = []
+    for distances in torch.cdist(centres, units):  # [n] per centre
+        order = distances.argsort().tolist()
+        picked.append(next(i for i in order if i not in picked))
+    return picked
+
+
+def _kmeans_plus_plus(units: torch.Tensor, weights: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """`k` starting centres `[k, d]`: each drawn with probability weight x squared distance to the nearest so far."""
+    first = int(torch.multinomial(weights, 1, generator=generator))
+    chosen = [first]
+    nearest = (units - units[first]).pow(2).sum(-1)  # [n] squared distance to the closest centre
+    for _ in range(k - 1):
+        odds = weights * nearest
+        following = int(torch.multinomial(odds if odds.sum() > 0 else weights, 1, generator=generator))
+        chosen.append(following)
+        nearest = torch.minimum(nearest, (units - units[following]).pow(2).sum(-1))
+    return units[chosen].clone()
 
 
 def top_k(scores: Sequence[float], k: int) -> list[int]:
@@ -156,9 +239,9 @@ def select_documents(
         document.words if document.words is not None else [document.text[s:e] for s, e in split_words(document.text)]
         for document in documents
     ]
-    scores = strategy_scores(strategy, words, model, batch_size, seed)
-    chosen = [documents[index] for index in top_k(scores, k)]
-    chosen_scores = [scores[index] for index in top_k(scores, k)]
+    indices, scores = choose(strategy, words, k, model, batch_size, seed)
+    chosen = [documents[index] for index in indices]
+    chosen_scores = [scores[index] for index in indices]
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(_selection_text(chosen, chosen_scores, output, model), encoding="utf-8")
@@ -196,8 +279,10 @@ def _selection_text(documents, scores: Sequence[float], output: Path, model) -> 
 __all__ = [
     "STRATEGIES",
     "Uncertainty",
+    "choose",
     "random_scores",
     "select_documents",
+    "spread_out",
     "strategy_scores",
     "top_k",
     "uncertainties",

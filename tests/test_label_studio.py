@@ -19,7 +19,16 @@ from lightner.formats.label_studio import labelling_config, read_label_studio, t
 from lightner.label_studio_backend import make_backend, parse_labelling_config
 from lightner.modeling_lightner import LightNerModel
 from lightner.pipeline_lightner import LightNerPipeline
-from lightner.select import STRATEGIES, random_scores, strategy_scores, top_k, uncertainties
+from lightner.select import (
+    DIVERSE,
+    STRATEGIES,
+    choose,
+    random_scores,
+    spread_out,
+    strategy_scores,
+    top_k,
+    uncertainties,
+)
 
 TEXT = "cheap sushi near downtown boston"
 
@@ -174,6 +183,34 @@ def test_batching_does_not_change_the_uncertainties(tiny_model):
     together = uncertainties(tiny_model, sentences, batch_size=3)
     for a, b in zip(one, together):
         assert a.sequence == pytest.approx(b.sequence, abs=1e-4) and a.margin == pytest.approx(b.margin, abs=1e-4)
+
+
+def test_diverse_picks_the_most_uncertain_sentence_of_each_kind_once(tiny_model):
+    """A pool that repeats one sentence eight times: `diverse` takes one copy and the two other kinds, whatever their
+    uncertainty, and its encoder states are the same whatever the batching."""
+    kinds = [["cheap", "sushi", "near", "boston"], ["open", "late"], ["five", "star", "italian", "place"]]
+    sentences = [kinds[0]] * 8 + kinds[1:] + [[]]
+    measured = uncertainties(tiny_model, sentences, batch_size=4, embed=True)
+    apart = uncertainties(tiny_model, sentences, batch_size=1, embed=True)
+    for a, b in zip(measured[:-1], apart[:-1]):
+        torch.testing.assert_close(a.embedding, b.embedding, atol=1e-5, rtol=1e-5)
+    assert measured[-1].embedding is None
+    for seed in range(3):
+        chosen, scores = choose(DIVERSE, sentences, 3, tiny_model, batch_size=4, seed=seed)
+        assert len(set(chosen)) == 3 and {8, 9} <= set(chosen)
+        assert scores == [u.sequence for u in measured] and scores[chosen[0]] >= scores[chosen[-1]]
+    with pytest.raises(ValueError, match="needs a model"):
+        choose(DIVERSE, sentences, 3)
+
+
+def test_spread_out_covers_every_cluster_and_prefers_the_uncertain_one():
+    """Three tight clusters, k = 3: one pick each. k = 4: the fourth goes where the weight is (the uncertain cluster)."""
+    generator = torch.Generator().manual_seed(0)
+    points = torch.cat([0.05 * torch.randn(30, 8, generator=generator) + torch.eye(8)[c] for c in range(3)])
+    weights = torch.cat([torch.full((30,), 5.0), torch.ones(60)])
+    for seed in range(5):
+        assert sorted(i // 30 for i in spread_out(points, weights, 3, seed)) == [0, 1, 2]
+        assert sorted(i // 30 for i in spread_out(points, weights, 4, seed)) == [0, 0, 1, 2]
 
 
 def test_random_is_seeded_and_top_k_is_highest_first():
