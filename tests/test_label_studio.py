@@ -204,7 +204,7 @@ def test_diverse_picks_the_most_uncertain_sentence_of_each_kind_once(tiny_model)
 
 
 def test_spread_out_covers_every_cluster_and_prefers_the_uncertain_one():
-    """Three tight clusters, k = 3: one pick each. k = 4: the fourth goes where the weight is (the uncertain cluster)."""
+    """Three tight clusters, k = 3: one pick each; k = 4: the fourth goes where the weight is (the uncertain one)."""
     generator = torch.Generator().manual_seed(0)
     points = torch.cat([0.05 * torch.randn(30, 8, generator=generator) + torch.eye(8)[c] for c in range(3)])
     weights = torch.cat([torch.full((30,), 5.0), torch.ones(60)])
