@@ -551,9 +551,10 @@ def _add_select_parser(commands) -> None:
         choices=tuple(STRATEGIES),
         default="margin",
         help="sequence: lowest mean token probability; margin: smallest gap between the two likeliest next tokens "
-        "at any step; random: a seeded shuffle (default: %(default)s; see benchmarks/active_learning.py)",
+        "at any step; diverse: the most uncertain by sequence, one per cluster of similar sentences; random: a "
+        "seeded shuffle (default: %(default)s; see benchmarks/active_learning.py)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random strategy (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random and diverse strategies (default: 0)")
     parser.set_defaults(handler=_run_select, command_parser=parser)
 
 

@@ -232,6 +232,9 @@ def test_lightner_select_writes_label_studio_tasks_jsonl_or_text(tiny_backbone, 
     assert len(tasks) == 2 and all("predictions" in t and t["data"]["text"] for t in tasks)
     assert main([*select, "--k", "3", "--strategy", "random", "--output", str(tmp_path / "next.txt")]) == 0
     assert len((tmp_path / "next.txt").read_text().splitlines()) == 3
+    assert main([*select, "--k", "2", "--strategy", "diverse", "--output", str(tmp_path / "next.jsonl")]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "next.jsonl").read_text().splitlines()]
+    assert len({line["text"] for line in lines}) == 2 and lines[0]["uncertainty"] >= lines[1]["uncertainty"] > 0
 
 
 # --- training from an export, and from a previous adapter ------------------------------------------------------------
