@@ -30,9 +30,9 @@ import json
 import sys
 import time
 
-from run import build_model, cpu_model, force_full_length, low_precision_model, read_sentences
+from run import cpu_model, forced_generate, forced_workload, longest_first, low_precision_model
 
-from shared_assets import REPO_ROOT, TEST_FILE, log, shared_dir
+from shared_assets import REPO_ROOT, log
 
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -41,26 +41,11 @@ from lightner.threads import make_products_reproducible  # noqa: E402
 BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 
 
-def batches(args):
-    """The model (random bart-large weights, `</s>` forced to the limit), its backbone, and the chosen batch."""
-    from lightner.tokenization_utils import collate, encode_sentences
-
-    shared = shared_dir(TEST_FILE)
-    sentences = read_sentences(shared.joinpath(*TEST_FILE), 256)
-    model, bart, tokenizer = build_model(shared, seed=0, fold=True)
-    model.eval()
-    force_full_length(model)
-    encoded = encode_sentences(tokenizer, [s.words for s in sentences], bart.config.max_position_embeddings)
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
-    rows = order[args.batch * 32 : (args.batch + 1) * 32]
-    return model, bart, tokenizer, collate([encoded[i] for i in rows], tokenizer.pad_token_id)
-
-
-def generate(torch, model, batch, steps: int):
-    with torch.inference_mode():
-        return model.generate(
-            batch["input_ids"], batch["attention_mask"], num_beams=1, max_length=steps, constrained=False
-        ).sequences
+def chosen_batch(args):
+    """The model (random bart-large weights, `</s>` forced away), its backbone, and the `--batch`-th batch of 32."""
+    model, bart, tokenizer, _, encoded = forced_workload(256, seed=0)
+    _, batch = longest_first(encoded, 32, tokenizer.pad_token_id)[args.batch]
+    return model, bart, tokenizer, batch
 
 
 def step_ms(torch, model, batch, steps: int, repeats: int) -> float:
@@ -68,9 +53,9 @@ def step_ms(torch, model, batch, steps: int, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        generate(torch, model, batch, steps)
+        forced_generate(torch, model, batch, steps)
         middle = time.perf_counter()
-        generate(torch, model, batch, 2)
+        forced_generate(torch, model, batch, 2)
         best = min(best, ((middle - started) - (time.perf_counter() - middle)) / (steps - 2))
     return 1e3 * best
 
@@ -130,7 +115,7 @@ def profile(torch, model, batch, steps: int, top: int = 8) -> dict:
     totals = {}
     for run_steps, sign in ((steps, 1), (2, -1)):
         with torch_profile(activities=[ProfilerActivity.CPU]) as profiler:
-            generate(torch, model, batch, run_steps)
+            forced_generate(torch, model, batch, run_steps)
         for event in profiler.key_averages():
             totals[event.key] = totals.get(event.key, 0.0) + sign * event.self_cpu_time_total
     costliest = sorted(totals, key=lambda key: -totals[key])[:top]
@@ -140,12 +125,12 @@ def profile(torch, model, batch, steps: int, top: int = 8) -> dict:
 def compiled(torch, model, batch, steps: int, repeats: int) -> dict:
     """The decoder under `torch.compile(dynamic=True)`: first run, step time after it, identical outputs; or, where
     compiling fails, the error and how long it took to fail (a user would wait that long too)."""
-    eager = generate(torch, model, batch, steps)
+    eager = forced_generate(torch, model, batch, steps)
     decoder = model.backbone.decoder
     model.backbone.decoder = torch.compile(decoder, dynamic=True)
     started = time.perf_counter()
     try:
-        outputs = generate(torch, model, batch, steps)
+        outputs = forced_generate(torch, model, batch, steps)
     except Exception as error:  # noqa: BLE001 - any compiler failure is the figure
         message = str(error).strip().splitlines()
         return {
@@ -217,14 +202,14 @@ def main(argv=None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, bart, tokenizer, batch = batches(args)
+    model, bart, tokenizer, batch = chosen_batch(args)
     report = {"machine": {"cpu": cpu_model(), "threads": torch.get_num_threads()}}
     report["batch"] = {"rows": batch["input_ids"].shape[0], "source_pieces": batch["input_ids"].shape[1]}
     report["steps"] = args.steps
     precisions = ["fp32", "int8"] + (["bf16"] if args.bf16 else [])
     for precision in precisions:
         which = model if precision == "fp32" else low_precision_model(model, bart, tokenizer, precision)
-        generate(torch, which, batch, 3)  # warm-up
+        forced_generate(torch, which, batch, 3)  # warm-up
         # The machine's rates right before the step is timed: on a shared host they drift by 2x over minutes.
         rates = machine_rates(torch)
         figures = {"machine": rates, "step_ms": step_ms(torch, which, batch, args.steps, args.repeats)}

@@ -62,7 +62,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from run import build_model, force_full_length, read_sentences, reset_vm_hwm, setup_torch, vm_hwm_mb, vm_rss_mb
+from run import (
+    adapter_on_backbone,
+    build_model,
+    force_full_length,
+    read_sentences,
+    reset_vm_hwm,
+    setup_torch,
+    vm_hwm_mb,
+    vm_rss_mb,
+)
 
 from shared_assets import ENTITY_TYPES, TEST_FILE, TOKENIZER_DIR, log, shared_dir
 
@@ -174,21 +183,13 @@ def lightner_peer(shared: Path, mode: str, seed: int, sentences) -> Peer:
     `mode`'s precision, the adapter's tensors loaded in float32 on top."""
     import torch
 
-    from lightner.modeling_lightner import LightNerModel
-    from lightner.quantization_lightner import quantize_backbone
     from lightner.tokenization_utils import encode_sentences
 
-    model, bart, tokenizer = build_model(shared, seed, fold=True)
+    built, bart, tokenizer = build_model(shared, seed, fold=True)
     parameters = sum(p.numel() for p in bart.parameters())
-    adapter, config = model.adapter_state_dict(), model.config
-    del model
-    if mode == "bf16":
-        bart.to(torch.bfloat16)
-    elif mode == "int8":
-        quantize_backbone(bart)
-    model = LightNerModel(config, backbone=bart, tokenizer=tokenizer, reparameterize=False)
-    model.load_adapter_state_dict(adapter)
-    model.eval()
+    adapter = built.adapter_state_dict()
+    model = adapter_on_backbone(built, bart, tokenizer, mode if mode in ("bf16", "int8") else "fp32")
+    del built
     lengths = None if mode == "fp32-random-lengths" else gold_lengths(model, tokenizer, sentences)
     counters = count_steps(model, lengths)
 

@@ -221,20 +221,72 @@ def force_full_length(model) -> None:
     model.decode = decode_without_end
 
 
-def low_precision_model(model, bart, tokenizer, precision: str):
-    """The float32 model's adapter on a copy of its backbone in `precision` ("bf16" or "int8"), built as
-    `from_pretrained(..., dtype=torch.bfloat16)` / `from_pretrained(..., quantize="int8")` build it (the adapter is
-    loaded from its saved tensors and stays float32), with `</s>` forced to the length limit like the float32 one."""
+def forced_workload(limit: int, seed: int):
+    """The speed scripts' one workload: random bart-large weights with `</s>` forced away (`force_full_length`), the
+    real tokenizer, and the first `limit` CoNLL-2003 test sentences, read and encoded."""
+    from lightner.tokenization_utils import encode_sentences
+
+    shared = shared_dir(TEST_FILE)
+    sentences = read_sentences(shared.joinpath(*TEST_FILE), limit)
+    model, bart, tokenizer = build_model(shared, seed, fold=True)
+    model.eval()
+    force_full_length(model)
+    encoded = encode_sentences(tokenizer, [s.words for s in sentences], bart.config.max_position_embeddings)
+    return model, bart, tokenizer, sentences, encoded
+
+
+def longest_first(encoded, batch_size: int, pad_token_id: int) -> list[tuple[list[int], dict]]:
+    """Batches of `batch_size` encoded sentences, longest first, as `LightNerModel.predict` makes them: each batch's
+    rows (indices into `encoded`) and its collated tensors."""
+    from lightner.tokenization_utils import collate
+
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
+    rows = [order[first : first + batch_size] for first in range(0, len(order), batch_size)]
+    return [(each, collate([encoded[i] for i in each], pad_token_id)) for each in rows]
+
+
+def forced_generate(torch, model, batch: dict, steps: int, use_cache: bool = True):
+    """Greedy unconstrained generation of exactly `steps` indices under `force_full_length`, checked: the speed
+    scripts compare methods on the same forced work, so a run that stopped early is an error, not a figure."""
+    with torch.inference_mode():
+        sequences = model.generate(
+            batch["input_ids"],
+            batch["attention_mask"],
+            num_beams=1,
+            max_length=steps,
+            constrained=False,
+            use_cache=use_cache,
+        ).sequences
+    if sequences.shape[1] != steps or (sequences[:, :-1] == 1).any() or not (sequences[:, -1] == 1).all():
+        raise RuntimeError(
+            f"generation did not run the forced {steps} steps (got {sequences.shape[1]}, or an early </s>): "
+            "the benchmark's comparison of methods would not be like for like"
+        )
+    return sequences
+
+
+def adapter_on_backbone(model, backbone, tokenizer, precision: str):
+    """`model`'s adapter on `backbone`, which is first converted in place to `precision` ("fp32" leaves it), as
+    `from_pretrained(..., dtype=torch.bfloat16)` / `from_pretrained(..., quantize="int8")` build it: the adapter is
+    loaded from its saved tensors and stays float32."""
     import torch
 
     from lightner.modeling_lightner import LightNerModel
     from lightner.quantization_lightner import quantize_backbone
 
-    backbone = copy.deepcopy(bart)
-    backbone = backbone.to(torch.bfloat16) if precision == "bf16" else quantize_backbone(backbone, precision)
-    low = LightNerModel(model.config, backbone=backbone, tokenizer=tokenizer, reparameterize=False)
-    low.load_adapter_state_dict(model.adapter_state_dict())
-    low.eval()
+    if precision == "bf16":
+        backbone.to(torch.bfloat16)
+    elif precision != "fp32":
+        quantize_backbone(backbone, precision)
+    loaded = LightNerModel(model.config, backbone=backbone, tokenizer=tokenizer, reparameterize=False)
+    loaded.load_adapter_state_dict(model.adapter_state_dict())
+    return loaded.eval()
+
+
+def low_precision_model(model, bart, tokenizer, precision: str):
+    """The float32 model's adapter on a copy of its backbone in `precision` ("bf16" or "int8"), with `</s>` forced to
+    the length limit like the float32 one."""
+    low = adapter_on_backbone(model, copy.deepcopy(bart), tokenizer, precision)
     force_full_length(low)
     return low
 
@@ -404,46 +456,22 @@ def plain_bart_seconds(torch, bart, batch, decoder_input_ids) -> tuple[float, fl
 
 def generation_worker(args) -> dict:
     torch = setup_torch(args.threads, args.seed)
-    from lightner.tokenization_utils import START_INDEX, collate, encode_sentences
+    from lightner.tokenization_utils import START_INDEX
 
-    shared = shared_dir(TEST_FILE)
-    sentences = read_sentences(shared.joinpath(*TEST_FILE), args.sentences)
     log("generation: building the model (random bart-large weights)")
-    model, bart, tokenizer = build_model(shared, args.seed, fold=True)
-    model.eval()
-    force_full_length(model)
+    model, bart, tokenizer, sentences, encoded = forced_workload(args.sentences, args.seed)
     rss_after_build = peak_rss_mb()
 
-    encoded = encode_sentences(tokenizer, [s.words for s in sentences], bart.config.max_position_embeddings)
-    # Longest first, in batches: what `LightNerModel.predict` does.
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
     batches, batch_rows = [], []
-    for first in range(0, len(order), args.batch_size):
-        batch_rows.append(order[first : first + args.batch_size])
-        batch = collate([encoded[i] for i in batch_rows[-1]], tokenizer.pad_token_id)
+    for rows, batch in longest_first(encoded, args.batch_size, tokenizer.pad_token_id):
         forced = model.config.max_output_length(int(batch["attention_mask"].sum(-1).max()))
         if args.max_length_cap:
             forced = min(forced, args.max_length_cap)
+        batch_rows.append(rows)
         batches.append((batch, forced))
 
     def generate(batch, forced, use_cache, which=model):
-        with torch.inference_mode():
-            output = which.generate(
-                batch["input_ids"],
-                batch["attention_mask"],
-                num_beams=1,
-                max_length=forced,
-                constrained=False,
-                use_cache=use_cache,
-            )
-        sequences = output.sequences
-        # The forcing worked: exactly `forced` steps, `</s>` only at the last one.
-        if sequences.shape[1] != forced or (sequences[:, :-1] == 1).any() or not (sequences[:, -1] == 1).all():
-            raise RuntimeError(
-                f"generation did not run the forced {forced} steps (got {sequences.shape[1]}, or an early </s>): "
-                "the benchmark's comparison of methods would not be like for like"
-            )
-        return sequences
+        return forced_generate(torch, which, batch, forced, use_cache)
 
     # Warm-up (thread pools, allocator, first-call dispatch), excluded from timing.
     warm = {key: value[:2] for key, value in batches[-1][0].items()}
@@ -563,7 +591,7 @@ def memory_worker(args) -> dict:
     from transformers import AutoTokenizer
 
     from lightner.quantization_lightner import quantize_backbone
-    from lightner.tokenization_utils import collate, encode_sentences
+    from lightner.tokenization_utils import encode_sentences
 
     shared = shared_dir(TEST_FILE)
     sentences = read_sentences(shared.joinpath(*TEST_FILE), args.sentences)
@@ -578,12 +606,10 @@ def memory_worker(args) -> dict:
     gc.collect()
     loaded = vm_rss_mb() - before
     encoded = encode_sentences(tokenizer, [s.words for s in sentences], bart.config.max_position_embeddings)
-    longest = sorted(encoded, key=lambda e: -len(e.input_ids))[: args.batch_size]
-    batch = collate(longest, tokenizer.pad_token_id)
+    _, batch = longest_first(encoded, args.batch_size, tokenizer.pad_token_id)[0]
     forced = model.config.max_output_length(int(batch["attention_mask"].sum(-1).max()))
     reset_vm_hwm()
-    with torch.inference_mode():
-        model.generate(batch["input_ids"], batch["attention_mask"], num_beams=1, max_length=forced, constrained=False)
+    forced_generate(torch, model, batch, forced)
     peak = vm_hwm_mb() or peak_rss_mb()
     log(f"memory ({args.precision}): loaded model {loaded:.0f} MiB, peak while generating {peak:.0f} MiB")
     return {"precision": args.precision, "loaded_model_rss_mb": loaded, "generation_peak_rss_mb": peak}

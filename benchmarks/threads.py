@@ -24,9 +24,9 @@ import subprocess
 import sys
 import time
 
-from run import build_model, competing_load, force_full_length, low_precision_model, read_sentences
+from run import competing_load, forced_generate, forced_workload, longest_first, low_precision_model
 
-from shared_assets import REPO_ROOT, TEST_FILE, log, shared_dir
+from shared_assets import REPO_ROOT, log
 
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -40,23 +40,12 @@ def generation(args):
     """A function that runs the forced generation once with `model` and returns its seconds, and the two models."""
     import torch
 
-    from lightner.tokenization_utils import collate, encode_sentences
-
-    shared = shared_dir(TEST_FILE)
-    sentences = read_sentences(shared.joinpath(*TEST_FILE), args.sentences)
-    model, bart, tokenizer = build_model(shared, seed=0, fold=True)
-    model.eval()
-    force_full_length(model)
-    encoded = encode_sentences(tokenizer, [s.words for s in sentences], bart.config.max_position_embeddings)
-    batch = collate(encoded, tokenizer.pad_token_id)
+    model, bart, tokenizer, _, encoded = forced_workload(args.sentences, seed=0)
+    _, batch = longest_first(encoded, len(encoded), tokenizer.pad_token_id)[0]
 
     def seconds(which) -> float:
         started = time.perf_counter()
-        with torch.inference_mode():
-            output = which.generate(
-                batch["input_ids"], batch["attention_mask"], num_beams=1, max_length=args.steps, constrained=False
-            )
-        assert output.sequences.shape[1] == args.steps, "the forcing failed: not like for like"
+        forced_generate(torch, which, batch, args.steps)
         return time.perf_counter() - started
 
     models = {"fp32": model}
