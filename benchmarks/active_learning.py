@@ -156,7 +156,7 @@ def labels_to_reach(curve: dict[int, float], target: float) -> float | None:
     return float(points[0][0]) if points and points[0][1] >= target else None
 
 
-def report(work: Path) -> str:
+def report(work: Path, pool) -> str:
     """The Markdown table (mean ± sd over the seeds every strategy finished, per round) and the labels each strategy
     needs to reach random selection's final F1; the plot goes to `PLOT`."""
     table = curves(work)
@@ -207,8 +207,30 @@ def report(work: Path) -> str:
         error = statistics.stdev(gaps) / len(gaps) ** 0.5 if len(gaps) > 1 else float("nan")
         described = ", ".join(f"{gap:+.2f}" for gap in gaps)
         lines.append(f"- {strategy}: {described}; mean {statistics.mean(gaps):+.2f} ± {error:.2f}")
+    lines += ["What each strategy chose (rounds 1-5, the seeds above), per sentence against the pool's:"]
+    lines += [f"- {line}" for line in chosen_profile(work, pool, seeds)]
     plot(means, seeds)
     return "\n".join(lines)
+
+
+def chosen_profile(work: Path, pool, seeds: list[int]) -> list[str]:
+    """Mean words and gold entities per sentence each strategy added: a sentence is the unit the target counts,
+    but a long sentence with many entities costs its annotator more and teaches the adapter more."""
+
+    def described(name: str, sentences) -> str:
+        words = statistics.mean(len(sentence.words) for sentence in sentences)
+        entities = statistics.mean(len(sentence.entities) for sentence in sentences)
+        return f"{name}: {words:.1f} words, {entities:.2f} entities"
+
+    profile = [described("pool", pool)]
+    for strategy in STRATEGIES:
+        added = []
+        for seed in seeds:
+            for round_number in range(1, ROUNDS + 1):
+                path = work / f"seed{seed}" / strategy / f"round{round_number}" / "round.json"
+                added += [pool[i] for i in json.loads(path.read_text())["labelled"][-STEP:]]
+        profile.append(described(strategy, added))
+    return profile
 
 
 def curve_gap(table: dict, strategy: str, seed: int, counts: list[int]) -> float:
@@ -248,21 +270,21 @@ def main() -> int:
     )
     parser.add_argument("--report", action="store_true", help="only print the table and draw the plot")
     args = parser.parse_args()
+    from lightner.formats import read_conll, write_jsonl
+
+    data = shared_dir(DATA).joinpath(*DATA)
+    pool = read_conll(data / "500-shot-train.txt")
     if not args.report:
         import torch
 
-        from lightner.formats import read_conll, write_jsonl
-
         torch.set_num_threads(1)
-        data = shared_dir(DATA).joinpath(*DATA)
-        pool = read_conll(data / "500-shot-train.txt")
         test_file = args.work_dir / f"test-first{args.test_limit}.jsonl"
         if not test_file.exists():
             test_file.parent.mkdir(parents=True, exist_ok=True)
             write_jsonl(read_conll(data / "test.txt")[: args.test_limit], test_file)
         for seed in args.seeds:
             run_seed(args.work_dir, pool, test_file, seed, args.strategies, args.from_backbone)
-    print(report(args.work_dir))
+    print(report(args.work_dir, pool))
     return 0
 
 
