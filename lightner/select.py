@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -80,7 +80,7 @@ def uncertainties(
                 )
                 states = _mean_encoder_states(model, batch, device) if embed else [None] * len(chunk)
             for offset, (value, state) in enumerate(zip(_batch_uncertainties(output), states)):
-                results[rows[first + offset]] = Uncertainty(value.sequence, value.margin, state)
+                results[rows[first + offset]] = replace(value, embedding=state)
     finally:
         model.train(was_training)
     return results
@@ -180,6 +180,8 @@ def spread_out(points: torch.Tensor, weights: torch.Tensor, k: int, seed: int = 
     """`k` distinct rows of `points` `[n, d]` that cover them: weighted k-means (k-means++ start, seeded) on the unit
     vectors, then the row nearest each centre. A row's `weights` (its uncertainty, >= 0) pull centres towards it, so
     among near-copies the most uncertain region wins, yet no region gets two picks while another has none."""
+    if not 1 <= k <= len(points):
+        raise ValueError(f"cannot spread {k} picks over {len(points)} points")
     units = torch.nn.functional.normalize(points.float(), dim=-1)  # [n, d]
     weights = weights.float().clamp(min=0) + 1e-6  # [n]
     centres = _kmeans_plus_plus(units, weights, k, torch.Generator().manual_seed(seed))  # [k, d]

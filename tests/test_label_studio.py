@@ -211,6 +211,21 @@ def test_spread_out_covers_every_cluster_and_prefers_the_uncertain_one():
     for seed in range(5):
         assert sorted(i // 30 for i in spread_out(points, weights, 3, seed)) == [0, 1, 2]
         assert sorted(i // 30 for i in spread_out(points, weights, 4, seed)) == [0, 0, 1, 2]
+    with pytest.raises(ValueError, match="cannot spread 91 picks over 90 points"):
+        spread_out(points, weights, 91)
+
+
+def test_select_docstring_example_runs():
+    import doctest
+
+    from lightner import select
+
+    tests = doctest.DocTestFinder().find(select.choose, "choose", globs=vars(select))
+    runner = doctest.DocTestRunner()
+    assert tests and tests[0].examples
+    for test in tests:
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
 
 
 def test_random_is_seeded_and_top_k_is_highest_first():
