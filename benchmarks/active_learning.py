@@ -11,7 +11,7 @@ round's settings: a warm start costs a third of the time, but a warm-started ada
 (F1 4.0 -> 4.4 from 10 to 60 random labels in an earlier session), which hides any difference the selection makes.
 Every round's adapter is scored on the first `--test-limit` sentences of the test file (entity-level F1).
 
-    python benchmarks/active_learning.py --seeds 0 1 2            # about 15 CPU-minutes per seed, one thread
+    python benchmarks/active_learning.py --seeds 0 1 2            # about 35 minutes a seed (4 strategies), 1 thread
     python benchmarks/active_learning.py --seeds 0 1 2 --from-backbone --work-dir runs/active-learning-backbone
     python benchmarks/active_learning.py --report                 # table + docs/active_learning.png from runs/
 

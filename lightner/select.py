@@ -36,6 +36,7 @@ END_INDEX = 1
 DIVERSE = "diverse"
 CANDIDATES_PER_PICK = 10  # `diverse` clusters the 10 * k most uncertain sentences (Zhdanov's beta)
 KMEANS_ITERATIONS = 20
+TASKS_SUFFIX = ".json"  # an output named so gets Label Studio tasks, pre-annotated by the model
 
 
 @dataclass(frozen=True)
@@ -220,12 +221,18 @@ def top_k(scores: Sequence[float], k: int) -> list[int]:
     return [i for i in ranked if scores[i] != NOTHING_TO_LABEL and not math.isnan(scores[i])][:k]
 
 
+def needs_model(strategy: str, output: Path) -> bool:
+    """Whether choosing with `strategy` into `output` runs the model: to rank the pool (every strategy but `random`),
+    or to pre-annotate the chosen documents as Label Studio tasks (`.json`)."""
+    return STRATEGIES.get(strategy) is not None or Path(output).suffix.lower() == TASKS_SUFFIX
+
+
 def select_documents(
     model,
     source: str,
     output: Path,
     k: int,
-    strategy: str = "margin",
+    strategy: str = "random",
     input_format: str = "auto",
     batch_size: int = 32,
     seed: int = 0,
@@ -256,7 +263,7 @@ def _selection_text(documents, scores: Sequence[float], output: Path, model) -> 
     from .formats.label_studio import task_with_prediction
 
     suffix = output.suffix.lower()
-    if suffix == ".json":
+    if suffix == TASKS_SUFFIX:
         texts = [document.as_text()[0] for document in documents]
         if model is not None:
             from .pipeline_lightner import LightNerPipeline
@@ -282,6 +289,7 @@ __all__ = [
     "STRATEGIES",
     "Uncertainty",
     "choose",
+    "needs_model",
     "random_scores",
     "select_documents",
     "spread_out",

@@ -23,6 +23,7 @@ from lightner.select import (
     DIVERSE,
     STRATEGIES,
     choose,
+    needs_model,
     random_scores,
     spread_out,
     strategy_scores,
@@ -231,6 +232,8 @@ def test_select_docstring_example_runs():
 def test_random_is_seeded_and_top_k_is_highest_first():
     assert random_scores(5, 1) == random_scores(5, 1) != random_scores(5, 2)
     assert top_k([0.1, 0.9, 0.5], 2) == [1, 2]
+    assert not needs_model("random", Path("next.txt")) and needs_model("random", Path("next.JSON"))
+    assert needs_model("sequence", Path("next.txt"))
     with pytest.raises(ValueError, match="unknown selection strategy"):
         strategy_scores("entropy", [["a"]])
 
