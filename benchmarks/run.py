@@ -248,6 +248,8 @@ def longest_first(encoded, batch_size: int, pad_token_id: int) -> list[tuple[lis
 def forced_generate(torch, model, batch: dict, steps: int, use_cache: bool = True):
     """Greedy unconstrained generation of exactly `steps` indices under `force_full_length`, checked: the speed
     scripts compare methods on the same forced work, so a run that stopped early is an error, not a figure."""
+    from lightner.tokenization_utils import END_INDEX
+
     with torch.inference_mode():
         sequences = model.generate(
             batch["input_ids"],
@@ -257,7 +259,8 @@ def forced_generate(torch, model, batch: dict, steps: int, use_cache: bool = Tru
             constrained=False,
             use_cache=use_cache,
         ).sequences
-    if sequences.shape[1] != steps or (sequences[:, :-1] == 1).any() or not (sequences[:, -1] == 1).all():
+    ended_early = (sequences[:, :-1] == END_INDEX).any() or not (sequences[:, -1] == END_INDEX).all()
+    if sequences.shape[1] != steps or ended_early:
         raise RuntimeError(
             f"generation did not run the forced {steps} steps (got {sequences.shape[1]}, or an early </s>): "
             "the benchmark's comparison of methods would not be like for like"

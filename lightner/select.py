@@ -30,9 +30,10 @@ from pathlib import Path
 
 import torch
 
+from .tokenization_utils import END_INDEX, collate, encode_sentences
+
 # Rank of an empty sentence under every strategy: after all others.
 NOTHING_TO_LABEL = float("-inf")
-END_INDEX = 1
 DIVERSE = "diverse"
 CANDIDATES_PER_PICK = 10  # `diverse` clusters the 10 * k most uncertain sentences (Zhdanov's beta)
 KMEANS_ITERATIONS = 20
@@ -55,8 +56,6 @@ def uncertainties(
     """Both measures for every sentence (lists of words), from one greedy decoding pass per batch, and with `embed`
     each sentence's mean encoder state (one more encoder pass); raises `ValueError` naming the sentence for one the
     model cannot take (too long, a word that encodes to nothing)."""
-    from lightner.tokenization_utils import collate, encode_sentences
-
     results = [Uncertainty(NOTHING_TO_LABEL, NOTHING_TO_LABEL)] * len(sentences)
     rows = [index for index, words in enumerate(sentences) if len(words) > 0]
     max_positions = model.backbone.config.max_position_embeddings
